@@ -1,0 +1,1 @@
+"""Image side of the service: safe decoding, CNN embedders, training and evaluation."""

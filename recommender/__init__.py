@@ -1,0 +1,1 @@
+"""Pure domain logic (interest profiles, ranking, catalog) and the vector store."""

@@ -1,0 +1,53 @@
+"""Every knob of the service, read once from environment variables (prefix ``VR_``).
+
+Defaults run everything on one machine: the local broker started by ``infra/broker.sh``
+and an embedded Qdrant store under ``var/``.
+"""
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VR_", env_file=".env", extra="ignore")
+
+    # Kafka
+    kafka_broker: str = Field("kafka://127.0.0.1:9092", description="Faust broker URL(s), comma separated")
+    kafka_partitions: int = Field(4, ge=1, description="Partitions of every input topic and table")
+    kafka_replication: int = Field(1, ge=1, description="Replication factor of created topics")
+    topic_prefix: str = Field("", description="Prepended to every topic name (lets tests share one broker)")
+    app_id: str = Field("visual-recs", description="Faust app id = consumer group and changelog prefix")
+    max_message_bytes: int = Field(8_000_000, description="Larger events go to the dead-letter topic unread")
+
+    # Vector store
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded store")
+    qdrant_api_key: str | None = Field(None, description="API key for a Qdrant server")
+    qdrant_path: str = Field("var/qdrant", description="Embedded store folder; ':memory:' keeps it in RAM")
+    collection_prefix: str = Field("", description="Prepended to collection names")
+
+    # Images and model
+    embedder: str = Field("efficientnet_lite0", description="Backbone name from models.embedders.EMBEDDERS or a model file path")
+    ingest_batch_size: int = Field(32, ge=1, description="Catalog events taken from the stream at once")
+    ingest_batch_wait_s: float = Field(0.05, gt=0, description="Longest wait to fill an ingest batch")
+    forward_batch: int = Field(4, ge=1, description="Images per CNN forward pass")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads (1 is fastest on a busy 2-core host)")
+    image_root: Path = Field(Path("var/images"), description="Catalog events may reference files only below this folder")
+    max_image_bytes: int = Field(5_000_000, description="Encoded image size limit")
+    max_image_pixels: int = Field(40_000_000, description="Decoded pixel limit (decompression-bomb guard)")
+
+    # Recommendations
+    similar_k: int = Field(10, ge=1, le=100, description="Similar items emitted per product")
+    recommend_k: int = Field(10, ge=1, le=100, description="Recommendations emitted per user")
+    interest_half_life_s: float = Field(3600.0, gt=0, description="An action's weight halves after this long")
+    profile_max_actions: int = Field(50, ge=1, description="Recent actions kept per user")
+    max_interests: int = Field(3, ge=1, description="Interest clusters per user")
+
+    # HTTP
+    web_port: int = Field(6066, description="Worker web port (query API, metrics, demo page)")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

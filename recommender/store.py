@@ -1,0 +1,161 @@
+"""The vector store: products (image and title vectors) and user profiles in Qdrant.
+
+One class serves every deployment: qdrant-client's embedded mode (``:memory:`` or a folder)
+and a Qdrant server or cluster by URL, so the same tests cover all of them. Point ids are
+uuid5 of the business id, which makes every write idempotent: replaying a topic rewrites the
+same points instead of adding new ones.
+
+Reads go through the alias ``products`` while writes go to the collection of the current
+model (``products__<model>``), so a re-index with a new model can run beside the old one
+and go live with one alias switch.
+"""
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from recommender.settings import Settings
+
+IMAGE = "image"
+TEXT = "text"
+INTERESTS = "interests"
+TEXT_DIM = 384  # all-MiniLM-L6-v2
+_ID_NAMESPACE = uuid.UUID("6f1c0a53-3f1e-4c1e-9a57-6d0b8f2a4e11")
+
+
+def point_id(business_id: str) -> str:
+    return str(uuid.uuid5(_ID_NAMESPACE, business_id))
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    title: str
+    price: float
+    category: str | None = None
+    in_stock: bool = True
+    seller_id: str = "shop"
+
+
+@dataclass(frozen=True)
+class Hit:
+    product: Product
+    score: float
+
+
+@dataclass(frozen=True)
+class ProductFilter:
+    category: str | None = None
+    max_price: float | None = None
+    in_stock_only: bool = True
+    exclude_ids: frozenset[str] = field(default_factory=frozenset)
+
+    def to_qdrant(self) -> qm.Filter | None:
+        must: list[qm.Condition] = []
+        if self.in_stock_only:
+            must.append(qm.FieldCondition(key="in_stock", match=qm.MatchValue(value=True)))
+        if self.category is not None:
+            must.append(qm.FieldCondition(key="category", match=qm.MatchValue(value=self.category)))
+        if self.max_price is not None:
+            must.append(qm.FieldCondition(key="price", range=qm.Range(lte=self.max_price)))
+        must_not: list[qm.Condition] = []
+        if self.exclude_ids:
+            must_not.append(qm.HasIdCondition(has_id=[point_id(pid) for pid in sorted(self.exclude_ids)]))
+        return qm.Filter(must=must or None, must_not=must_not or None) if (must or must_not) else None
+
+
+def _product(payload: dict) -> Product:
+    return Product(**{key: payload[key] for key in Product.__dataclass_fields__ if key in payload})
+
+
+class ProductStore:
+    def __init__(self, client: QdrantClient, model: str, image_dim: int, prefix: str = ""):
+        self.client = client
+        self.model = model
+        self.products = f"{prefix}products"
+        self.collection = f"{prefix}products__{model}"
+        self.users = f"{prefix}users__{model}"
+        self._ensure_collections(image_dim)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model: str, image_dim: int) -> "ProductStore":
+        if settings.qdrant_url:
+            client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        else:
+            client = QdrantClient(location=":memory:") if settings.qdrant_path == ":memory:" \
+                else QdrantClient(path=settings.qdrant_path)
+        return cls(client, model, image_dim, settings.collection_prefix)
+
+    def _ensure_collections(self, image_dim: int) -> None:
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(self.collection, vectors_config={
+                IMAGE: qm.VectorParams(size=image_dim, distance=qm.Distance.COSINE),
+                TEXT: qm.VectorParams(size=TEXT_DIM, distance=qm.Distance.COSINE),
+            })
+            for key, schema in (("category", qm.PayloadSchemaType.KEYWORD), ("in_stock", qm.PayloadSchemaType.BOOL),
+                                ("price", qm.PayloadSchemaType.FLOAT)):
+                self.client.create_payload_index(self.collection, key, schema)
+        if not self.client.collection_exists(self.users):
+            self.client.create_collection(self.users, vectors_config={INTERESTS: qm.VectorParams(
+                size=image_dim, distance=qm.Distance.COSINE,
+                multivector_config=qm.MultiVectorConfig(comparator=qm.MultiVectorComparator.MAX_SIM))})
+        if not any(alias.alias_name == self.products for alias in self.client.get_aliases().aliases):
+            self.switch_alias(self.collection)
+
+    def switch_alias(self, collection: str) -> None:
+        """Point reads at ``collection`` in one atomic step."""
+        self.client.update_collection_aliases(change_aliases_operations=[
+            qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name=collection, alias_name=self.products))])
+
+    # products -------------------------------------------------------------------------------
+    def upsert_products(self, products: Sequence[Product], image_vectors: np.ndarray,
+                        text_vectors: np.ndarray | None = None) -> None:
+        points = []
+        for row, product in enumerate(products):
+            vectors = {IMAGE: image_vectors[row].tolist()}
+            if text_vectors is not None:
+                vectors[TEXT] = text_vectors[row].tolist()
+            points.append(qm.PointStruct(id=point_id(product.product_id), vector=vectors, payload=asdict(product)))
+        if points:
+            self.client.upsert(self.collection, points=points)
+
+    def get_products(self, product_ids: Iterable[str], with_vectors: bool = False
+                     ) -> dict[str, tuple[Product, np.ndarray | None]]:
+        """Known products by id (unknown ids are simply absent), optionally with image vectors."""
+        ids = list(dict.fromkeys(product_ids))
+        if not ids:
+            return {}
+        records = self.client.retrieve(self.products, ids=[point_id(pid) for pid in ids],
+                                       with_payload=True, with_vectors=[IMAGE] if with_vectors else False)
+        found = {}
+        for record in records:
+            vector = np.asarray(record.vector[IMAGE], dtype=np.float32) if with_vectors else None
+            found[record.payload["product_id"]] = (_product(record.payload), vector)
+        return found
+
+    def count(self) -> int:
+        return self.client.count(self.products, exact=True).count
+
+    def search(self, vectors: np.ndarray, limit: int, product_filter: ProductFilter = ProductFilter(),
+               using: str = IMAGE) -> list[list[Hit]]:
+        """Nearest products for each query vector (one batched call)."""
+        query_filter = product_filter.to_qdrant()
+        requests = [qm.QueryRequest(query=vector.tolist(), using=using, limit=limit, filter=query_filter,
+                                    with_payload=True) for vector in np.atleast_2d(vectors)]
+        responses = self.client.query_batch_points(self.products, requests=requests)
+        return [[Hit(_product(point.payload), point.score) for point in response.points] for response in responses]
+
+    # users ----------------------------------------------------------------------------------
+    def save_user(self, user_id: str, interests: np.ndarray, recommended: Sequence[str], updated_at: float) -> None:
+        self.client.upsert(self.users, points=[qm.PointStruct(
+            id=point_id(user_id), vector={INTERESTS: np.atleast_2d(interests).tolist()},
+            payload={"user_id": user_id, "recommended": list(recommended), "updated_at": updated_at})])
+
+    def get_user(self, user_id: str) -> dict | None:
+        records = self.client.retrieve(self.users, ids=[point_id(user_id)], with_payload=True, with_vectors=True)
+        if not records:
+            return None
+        return {**records[0].payload, "interests": np.asarray(records[0].vector[INTERESTS], dtype=np.float32)}

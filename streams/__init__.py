@@ -1,0 +1,1 @@
+"""Kafka side of the service: the Faust app, its topics, event schemas and agents."""

@@ -1,0 +1,95 @@
+"""Pydantic schemas of every message on the service's topics.
+
+Inputs are validated here and nowhere else; an event that fails validation goes to the
+dead-letter topic with pydantic's message as the reason. Outputs are built from these
+models too, so their shape is written down in one place.
+"""
+import time
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+Action = Literal["view", "click", "add_to_cart", "purchase"]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Producers may omit it; the agent then uses the Kafka coordinates, which a replay reproduces.
+    event_id: Identifier | None = None
+    ts: float = Field(default_factory=time.time, ge=0, description="Event time, epoch seconds")
+
+
+class ImageRef(Event):
+    """An image carried inline (base64) or as a path below the configured image root."""
+
+    image_b64: str | None = Field(None, repr=False)
+    image_path: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self):
+        if (self.image_b64 is None) == (self.image_path is None):
+            raise ValueError("give exactly one of image_b64 or image_path")
+        return self
+
+
+class ProductListed(ImageRef):
+    product_id: Identifier
+    title: str = Field(min_length=1, max_length=300)
+    category: str | None = Field(None, max_length=64, description="The seller's declared category")
+    price: float = Field(ge=0, le=1_000_000)
+    in_stock: bool = True
+    seller_id: Identifier = "shop"
+
+
+class ShopperAction(Event):
+    user_id: Identifier
+    product_id: Identifier
+    action: Action
+
+
+class ImageUpload(ImageRef):
+    user_id: Identifier | None = None
+    k: int = Field(10, ge=1, le=100)
+    category: str | None = Field(None, max_length=64, description="Only return this category")
+    max_price: float | None = Field(None, ge=0)
+
+
+class ScoredItem(BaseModel):
+    product_id: str
+    score: float
+    title: str = ""
+    category: str | None = None
+    price: float | None = None
+
+
+class SimilarItems(BaseModel):
+    product_id: str
+    source_event_id: str
+    model: str
+    items: list[ScoredItem]
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    source_event_id: str
+    strategy: Literal["interests", "popular"]
+    interests: int
+    items: list[ScoredItem]
+
+
+class SearchResults(BaseModel):
+    request_id: str
+    user_id: str | None
+    items: list[ScoredItem]
+
+
+class DeadLetter(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str
+    error: str
+    payload_preview: str = Field(description="First bytes of the payload, decoded with replacement characters")
+    ts: float = Field(default_factory=time.time)
