@@ -32,8 +32,10 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
             image.load()
     except BadImage:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise BadImage(f"not a decodable image: {error}") from None
+    except UnidentifiedImageError:
+        raise BadImage("not a decodable image (unknown or corrupt format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage(f"decompression bomb refused: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
         raise BadImage(f"corrupt image: {error}") from None
     return image.convert("RGB")

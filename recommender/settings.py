@@ -39,6 +39,8 @@ class Settings(BaseSettings):
 
     # Recommendations
     similar_k: int = Field(10, ge=1, le=100, description="Similar items emitted per product")
+    refresh_neighbours: int = Field(3, ge=0, le=20, description="Nearest existing products whose similar list is "
+                                    "re-emitted when a new product lands beside them")
     recommend_k: int = Field(10, ge=1, le=100, description="Recommendations emitted per user")
     interest_half_life_s: float = Field(3600.0, gt=0, description="An action's weight halves after this long")
     profile_max_actions: int = Field(50, ge=1, description="Recent actions kept per user")

@@ -44,6 +44,7 @@ class Product:
 class Hit:
     product: Product
     score: float
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -140,13 +141,16 @@ class ProductStore:
         return self.client.count(self.products, exact=True).count
 
     def search(self, vectors: np.ndarray, limit: int, product_filter: ProductFilter = ProductFilter(),
-               using: str = IMAGE) -> list[list[Hit]]:
+               using: str = IMAGE, with_vectors: bool = False) -> list[list[Hit]]:
         """Nearest products for each query vector (one batched call)."""
         query_filter = product_filter.to_qdrant()
         requests = [qm.QueryRequest(query=vector.tolist(), using=using, limit=limit, filter=query_filter,
-                                    with_payload=True) for vector in np.atleast_2d(vectors)]
+                                    with_payload=True, with_vector=[using] if with_vectors else False)
+                    for vector in np.atleast_2d(vectors)]
         responses = self.client.query_batch_points(self.products, requests=requests)
-        return [[Hit(_product(point.payload), point.score) for point in response.points] for response in responses]
+        return [[Hit(_product(point.payload), point.score,
+                     np.asarray(point.vector[using], dtype=np.float32) if with_vectors else None)
+                 for point in response.points] for response in responses]
 
     # users ----------------------------------------------------------------------------------
     def save_user(self, user_id: str, interests: np.ndarray, recommended: Sequence[str], updated_at: float) -> None:

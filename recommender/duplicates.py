@@ -1,0 +1,89 @@
+"""Counterfeit and near-duplicate listings: is a new listing's image a near-copy of someone else's?
+
+Two kinds of originals are checked. References are genuine images a brand owner registered
+(kept as products of a separate store, ``seller_id`` = the owner); a near-copy listed by any
+other seller is a ``counterfeit_suspect``. Listings are other sellers' live products; a
+near-copy of one is a ``near_duplicate`` (re-uploaded or scraped photos). A near-copy of the
+seller's own reference or listing is not flagged.
+
+A match needs two signals to agree: the embedder's cosine similarity and the Hamming
+distance between 64-bit perceptual hashes. The hash does not depend on any model, so a
+re-trained or swapped embedder cannot silently make everything "similar": two different
+articles of one category can be close in embedding space while their hashes differ.
+"""
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from recommender.store import Hit
+
+HASH_SIDE = 8  # 8 x 8 low-frequency DCT coefficients -> 64 bits
+_HASH_INPUT_SIDE = 32  # the hash is taken from a 32 x 32 greyscale thumbnail, as in pHash
+
+
+def _dct_matrix(size: int) -> np.ndarray:
+    """Rows are DCT-II basis vectors; ``M @ x`` transforms a column (unnormalized, as in pHash)."""
+    frequencies = np.arange(size)[:, None]
+    samples = np.arange(size)[None, :]
+    return np.cos(np.pi * frequencies * (2 * samples + 1) / (2 * size))
+
+
+_DCT = _dct_matrix(_HASH_INPUT_SIDE)
+
+
+def perceptual_hash(image: Image.Image) -> int:
+    """64-bit DCT perceptual hash (the pHash of imagehash.phash, bit for bit)."""
+    thumbnail = image.convert("L").resize((_HASH_INPUT_SIDE, _HASH_INPUT_SIDE), Image.Resampling.LANCZOS)
+    pixels = np.asarray(thumbnail, dtype=np.float64)
+    low_frequencies = (_DCT @ pixels @ _DCT.T)[:HASH_SIDE, :HASH_SIDE]
+    bits = (low_frequencies > np.median(low_frequencies)).ravel()
+    return int("".join("1" if bit else "0" for bit in bits), 2)
+
+
+def hash_distance(first: int, second: int) -> int:
+    """Number of differing bits between two perceptual hashes (0 = same, 64 = opposite)."""
+    return (first ^ second).bit_count()
+
+
+EditKind = Literal["crop", "rescale", "jpeg", "colour", "rotate"]
+EDIT_KINDS: tuple[EditKind, ...] = ("crop", "rescale", "jpeg", "colour", "rotate")
+
+
+def edited_copy(image: Image.Image, kind: EditKind, rng: np.random.Generator) -> Image.Image:
+    """A copy of ``image`` with one edit a copier typically applies, of random strength.
+
+    The ranges are what still looks like "the same photo" to a person: a counterfeit
+    listing reuses the genuine photo, it does not re-shoot it.
+    """
+    image = image.convert("RGB")
+    width, height = image.size
+    if kind == "crop":
+        keep = rng.uniform(0.8, 0.92, size=2)
+        crop_width, crop_height = int(width * keep[0]), int(height * keep[1])
+        left, top = int(rng.integers(0, width - crop_width + 1)), int(rng.integers(0, height - crop_height + 1))
+        return image.crop((left, top, left + crop_width, top + crop_height))
+    if kind == "rescale":
+        factor = rng.uniform(0.5, 2.0)
+        return image.resize((max(1, round(width * factor)), max(1, round(height * factor))),
+                            Image.Resampling.BICUBIC)
+    if kind == "jpeg":
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(rng.integers(20, 60)))
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    if kind == "colour":
+        gains, offsets = rng.uniform(0.75, 1.25, size=3), rng.uniform(-20, 20, size=3)
+        shifted = np.asarray(image, dtype=np.float32) * gains + offsets
+        return Image.fromarray(np.clip(shifted, 0, 255).astype(np.uint8))
+    if kind == "rotate":
+        # Fill the uncovered corners with the image's border colour so the rotation does not
+        # add a frame of a colour the original never had.
+        pixels = np.asarray(image)
+        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+        fill = tuple(int(channel) for channel in np.median(border, axis=0))
+        angle = rng.uniform(3, 10) * rng.choice((-1, 1))
+        return image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fill)
+    raise ValueError(f"unknown edit {kind!r}: use one of {EDIT_KINDS}")

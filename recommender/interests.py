@@ -1,0 +1,116 @@
+"""Per-user interest model: weighted, time-decayed actions clustered into several interests.
+
+Following PinnerSage, a user is not one average vector: the recent items a user acted on
+are clustered, and each cluster's medoid (a real item, so it never drifts into empty
+space between a shoe and a bag) becomes one interest with the summed weight of its members.
+
+The profile stored per user holds only product ids, actions and times, not vectors: it
+stays small on the changelog topic and stays valid when the embedding model changes.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ACTION_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    product_id: str
+    action: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """Recent actions (oldest first) and everything the user ever bought."""
+
+    actions: tuple[ActionRecord, ...] = ()
+    purchased: frozenset[str] = field(default_factory=frozenset)
+
+    def to_json(self) -> dict:
+        return {"actions": [[a.product_id, a.action, a.ts] for a in self.actions], "purchased": sorted(self.purchased)}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "UserProfile":
+        if not data:
+            return cls()
+        return cls(tuple(ActionRecord(*row) for row in data["actions"]), frozenset(data["purchased"]))
+
+    def record(self, product_id: str, action: str, ts: float, max_actions: int) -> "UserProfile":
+        # Late events are kept in time order so decay and "most recent" stay meaningful.
+        actions = sorted((*self.actions, ActionRecord(product_id, action, ts)), key=lambda a: a.ts)[-max_actions:]
+        purchased = self.purchased | {product_id} if action == "purchase" else self.purchased
+        return UserProfile(tuple(actions), purchased)
+
+    def seen(self) -> set[str]:
+        return {a.product_id for a in self.actions}
+
+
+def item_weights(actions: tuple[ActionRecord, ...], now: float, half_life_s: float) -> dict[str, float]:
+    """Sum of action weights per product, each halved for every ``half_life_s`` of age."""
+    weights: dict[str, float] = {}
+    for record in actions:
+        age = max(0.0, now - record.ts)
+        weights[record.product_id] = weights.get(record.product_id, 0.0) + \
+            ACTION_WEIGHTS[record.action] * 0.5 ** (age / half_life_s)
+    return weights
+
+
+@dataclass(frozen=True)
+class Interest:
+    vector: np.ndarray
+    weight: float
+    medoid_id: str
+    member_ids: tuple[str, ...]
+
+
+def cluster_interests(ids: list[str], vectors: np.ndarray, weights: np.ndarray, max_interests: int,
+                      min_similarity: float) -> list[Interest]:
+    """Average-linkage agglomerative clustering of unit vectors, heaviest interest first.
+
+    Merging stops at ``max_interests`` clusters, and earlier when the closest pair of
+    clusters is less similar than ``min_similarity`` would require; a user with one taste
+    then keeps one interest while a user with three keeps three.
+    """
+    if not ids:
+        return []
+    similarity = vectors @ vectors.T
+    clusters = [[index] for index in range(len(ids))]
+    while len(clusters) > 1:
+        best, pair = -np.inf, None
+        for left in range(len(clusters)):
+            for right in range(left + 1, len(clusters)):
+                linkage = similarity[np.ix_(clusters[left], clusters[right])].mean()
+                if linkage > best:
+                    best, pair = linkage, (left, right)
+        if len(clusters) <= max_interests and best < min_similarity:
+            break
+        left, right = pair
+        clusters[left] = clusters[left] + clusters.pop(right)
+    interests = []
+    for members in clusters:
+        member_weights = weights[members]
+        # Medoid: the member with the highest weighted similarity to the others.
+        medoid = members[int(np.argmax(similarity[np.ix_(members, members)] @ member_weights))]
+        interests.append(Interest(vectors[medoid], float(member_weights.sum()), ids[medoid],
+                                  tuple(ids[m] for m in members)))
+    return sorted(interests, key=lambda interest: -interest.weight)
+
+
+def allocate_slots(weights: list[float], k: int) -> list[int]:
+    """Split ``k`` result slots across interests in proportion to weight, each at least one."""
+    if not weights:
+        return []
+    total = sum(weights)
+    slots = [max(1, int(k * weight / total)) for weight in weights]
+    # Largest remainders get the slots lost to rounding; trim from the lightest if over.
+    order = sorted(range(len(weights)), key=lambda i: -(k * weights[i] / total - int(k * weights[i] / total)))
+    position = 0
+    while sum(slots) < k:
+        slots[order[position % len(order)]] += 1
+        position += 1
+    for index in reversed(range(len(slots))):
+        while sum(slots) > k and slots[index] > 1:
+            slots[index] -= 1
+    return slots

@@ -1,0 +1,59 @@
+""""You may also like": from a user's profile to a diverse, filtered top-k list."""
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from recommender.interests import Interest, UserProfile, allocate_slots, cluster_interests, item_weights
+from recommender.ranking import mmr
+from recommender.store import Hit, ProductFilter, ProductStore
+
+
+@dataclass(frozen=True)
+class RecommendationPolicy:
+    k: int = 10
+    half_life_s: float = 3600.0
+    max_interests: int = 3
+    # Under EfficientNet-Lite0, 300 Fashion-MNIST test images: mean cosine 0.67 within a
+    # category, 0.50 across categories. Average linkage below 0.6 = a separate interest.
+    interest_min_similarity: float = 0.6
+    exclude_seen: bool = True
+    diversity: float = 0.3  # 0 = plain nearest neighbours, 1 = only diversity
+    candidates_per_slot: int = 4
+
+
+def user_interests(store: ProductStore, profile: UserProfile, now: float,
+                   policy: RecommendationPolicy) -> list[Interest]:
+    weights = item_weights(profile.actions, now, policy.half_life_s)
+    known = store.get_products(weights, with_vectors=True)
+    ids = [product_id for product_id in weights if product_id in known]
+    if not ids:
+        return []
+    vectors = np.stack([known[product_id][1] for product_id in ids])
+    return cluster_interests(ids, vectors, np.array([weights[i] for i in ids]),
+                             policy.max_interests, policy.interest_min_similarity)
+
+
+def recommend(store: ProductStore, profile: UserProfile, interests: list[Interest],
+              policy: RecommendationPolicy, product_filter: ProductFilter = ProductFilter()) -> list[Hit]:
+    """Each interest fills its share of the k slots, then the lists are interleaved."""
+    if not interests:
+        return []
+    excluded = profile.purchased | (profile.seen() if policy.exclude_seen else set())
+    query_filter = replace(product_filter, exclude_ids=product_filter.exclude_ids | excluded)
+    slots = allocate_slots([interest.weight for interest in interests], policy.k)
+    candidate_lists = store.search(np.stack([interest.vector for interest in interests]),
+                                   limit=max(slots) * policy.candidates_per_slot + policy.k,
+                                   product_filter=query_filter, with_vectors=True)
+    picked: list[list[Hit]] = []
+    taken: set[str] = set()
+    for candidates, quota in zip(candidate_lists, slots):
+        fresh = [hit for hit in candidates if hit.product.product_id not in taken]
+        if not fresh:
+            picked.append([])
+            continue
+        order = mmr(np.array([hit.score for hit in fresh]), np.stack([hit.vector for hit in fresh]),
+                    quota, 1.0 - policy.diversity)
+        picked.append([fresh[index] for index in order])
+        taken.update(fresh[index].product.product_id for index in order)
+    interleaved = [hits[rank] for rank in range(max(map(len, picked))) for hits in picked if rank < len(hits)]
+    return interleaved[:policy.k]

@@ -1,0 +1,40 @@
+"""The Faust application and its topics and tables: one place for each."""
+import faust
+
+from recommender.settings import get_settings
+from streams import topics
+
+settings = get_settings()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.kafka_broker,
+    store="memory://",  # tables live in RAM and are rebuilt from their changelog topics on start
+    topic_partitions=settings.kafka_partitions,
+    topic_replication_factor=settings.kafka_replication,
+    key_serializer="raw",
+    value_serializer="raw",
+    web_port=settings.web_port,
+    web_host="127.0.0.1",
+    consumer_auto_offset_reset="earliest",
+    autodiscover=False,
+)
+
+
+def _topic(spec: topics.TopicSpec) -> faust.TopicT:
+    return app.topic(topics.topic_name(spec, settings), key_type=bytes, value_type=bytes,
+                     partitions=settings.kafka_partitions)
+
+
+catalog_topic = _topic(topics.CATALOG)
+actions_topic = _topic(topics.ACTIONS)
+uploads_topic = _topic(topics.UPLOADS)
+similar_items_topic = _topic(topics.SIMILAR_ITEMS)
+recommendations_topic = _topic(topics.RECOMMENDATIONS)
+search_results_topic = _topic(topics.SEARCH_RESULTS)
+dead_letters_topic = _topic(topics.DEAD_LETTERS)
+
+# Keyed by user id, like the actions topic, so a user's events and profile share a partition.
+profiles = app.Table("user-profiles", default=dict, partitions=settings.kafka_partitions,
+                     schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json",
+                                         value_serializer="json"))

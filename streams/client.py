@@ -1,0 +1,52 @@
+"""Plain Kafka producer and consumer helpers for the demo, the CLI and the tests."""
+import json
+import time
+from collections.abc import Callable, Iterable
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from recommender.settings import Settings
+from streams.topics import TopicSpec, bootstrap_servers, topic_name
+
+
+def produce(settings: Settings, spec: TopicSpec, messages: Iterable[tuple[str | None, dict | bytes]]) -> int:
+    """Send (key, value) pairs; dict values are JSON-encoded, bytes sent as they are."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers(settings), linger_ms=5, acks="all",
+                             max_request_size=32_000_000)
+    sent = 0
+    try:
+        for key, value in messages:
+            payload = value if isinstance(value, bytes) else json.dumps(value).encode()
+            producer.send(topic_name(spec, settings), key=key.encode() if key else None, value=payload)
+            sent += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+class TopicReader:
+    """Reads a topic from the beginning; ``until`` waits for the messages a test expects."""
+
+    def __init__(self, settings: Settings, spec: TopicSpec):
+        self.messages: list[dict] = []
+        self._consumer = KafkaConsumer(topic_name(spec, settings), bootstrap_servers=bootstrap_servers(settings),
+                                       auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+                                       fetch_max_wait_ms=100)
+
+    def poll(self, timeout_s: float = 0.2) -> list[dict]:
+        fresh = [json.loads(record.value) for batch in self._consumer.poll(timeout_ms=int(timeout_s * 1000)).values()
+                 for record in batch]
+        self.messages.extend(fresh)
+        return fresh
+
+    def until(self, done: Callable[[list[dict]], bool], timeout_s: float) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while not done(self.messages):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gave up after {timeout_s} s with {len(self.messages)} messages")
+            self.poll()
+        return self.messages
+
+    def close(self) -> None:
+        self._consumer.close()

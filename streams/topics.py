@@ -1,0 +1,86 @@
+"""Every Kafka topic of the service, declared once.
+
+Topics are created with explicit partition counts before any worker starts
+(``python -m streams.topics``): a topic auto-created by a consumer gets one partition,
+and a table co-partitioned with it then fails with ``PartitionsMismatch``.
+"""
+import argparse
+import time
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from recommender.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    description: str
+    keyed_by: str
+    compacted: bool = False
+
+
+CATALOG = TopicSpec("catalog.products", "product listings (input; compacted: the catalog's source of truth)",
+                    "product_id", compacted=True)
+ACTIONS = TopicSpec("shopper.actions", "view / click / add_to_cart / purchase (input)", "user_id")
+UPLOADS = TopicSpec("shopper.uploads", "search-by-photo requests (input)", "request id")
+SIMILAR_ITEMS = TopicSpec("recs.similar-items", "similar products per product (output)", "product_id", compacted=True)
+RECOMMENDATIONS = TopicSpec("recs.user-recommendations", "you-may-also-like per user (output)", "user_id",
+                            compacted=True)
+SEARCH_RESULTS = TopicSpec("recs.search-results", "results of photo searches (output)", "request id")
+DEAD_LETTERS = TopicSpec("dead-letters", "rejected input with the reason (output)", "source topic")
+
+ALL_TOPICS = (CATALOG, ACTIONS, UPLOADS, SIMILAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS, DEAD_LETTERS)
+
+
+def topic_name(spec: TopicSpec, settings: Settings) -> str:
+    return settings.topic_prefix + spec.name
+
+
+def bootstrap_servers(settings: Settings) -> list[str]:
+    return [url.split("://", 1)[-1] for url in settings.kafka_broker.split(",")]
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics (idempotent); returns the names that were created."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), client_id="visual-recs-admin")
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [NewTopic(topic_name(spec, settings), settings.kafka_partitions, settings.kafka_replication,
+                           topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+                  for spec in ALL_TOPICS if topic_name(spec, settings) not in existing]
+        created = []
+        for topic in wanted:
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:  # another process won the race
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Create the service's Kafka topics (safe to re-run).")
+    parser.parse_args()
+    settings = get_settings()
+    created = create_topics(settings)
+    for spec in ALL_TOPICS:
+        state = "created" if topic_name(spec, settings) in created else "exists"
+        print(f"{topic_name(spec, settings):32} {state:8} {settings.kafka_partitions} partitions  {spec.description}")
+
+
+if __name__ == "__main__":
+    main()
