@@ -1,0 +1,93 @@
+"""Play the demo shop against a running worker and print what shoppers would see.
+
+Indexes the Fashion-MNIST catalog (only the listings not indexed yet), plays simulated
+browsing sessions and a photo upload, and prints the recommendations and search results
+read back from the output topics.
+"""
+import argparse
+import random
+import time
+
+from tqdm import tqdm
+
+from models.images import encode_png
+from recommender.demo_data import DemoProduct, demo_catalog, shopping_session
+from recommender.settings import get_settings
+from streams import topics
+from streams.client import TopicReader, produce
+
+USERS = {"ana": ["Sneaker"], "ben": ["Bag", "Ankle boot"], "chloe": ["Dress", "Sandal", "T-shirt/top"]}
+
+
+def index_catalog(settings, catalog: list[DemoProduct], timeout_s: float) -> None:
+    reader = TopicReader(settings, topics.SIMILAR_ITEMS)
+    reader.poll(2.0)
+    indexed = {m["product_id"] for m in reader.messages}
+    missing = [p for p in catalog if p.product_id not in indexed]
+    print(f"catalog: {len(catalog) - len(missing)} of {len(catalog)} products already indexed, "
+          f"sending {len(missing)}")
+    produce(settings, topics.CATALOG, ((p.product_id, p.listing()) for p in missing))
+    wanted = {p.product_id for p in missing}
+    started = time.monotonic()
+    with tqdm(total=len(wanted), desc="indexing", unit="product") as progress:
+        while wanted:
+            done = wanted & {m["product_id"] for m in reader.poll(0.5)}
+            wanted -= done
+            progress.update(len(done))
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"{len(wanted)} products not indexed after {timeout_s} s")
+    if missing:
+        elapsed = time.monotonic() - started
+        print(f"indexed {len(missing)} products in {elapsed:.0f} s ({len(missing) / elapsed:.0f} products/s)")
+    reader.close()
+
+
+def show(items: list[dict]) -> str:
+    return "\n".join(f"    {i + 1:2}. {item['score']:.3f}  {item['category']:<12} {item['title']:<34} "
+                     f"${item['price']:>7.2f}  {item['product_id']}" for i, item in enumerate(items))
+
+
+def play_sessions(settings, catalog: list[DemoProduct], seed: int) -> None:
+    rng, start = random.Random(seed), time.time()
+    sessions = {user: shopping_session(user, catalog, interests, 12, rng, start) for user, interests in USERS.items()}
+    reader = TopicReader(settings, topics.RECOMMENDATIONS)
+    last_events = {events[-1]["event_id"] for events in sessions.values()}
+    produce(settings, topics.ACTIONS, ((e["user_id"], e) for events in sessions.values() for e in events))
+    messages = reader.until(lambda ms: last_events <= {m["source_event_id"] for m in ms}, timeout_s=120)
+    for user, interests in USERS.items():
+        latest = [m for m in messages if m["source_event_id"] == sessions[user][-1]["event_id"]][0]
+        actions = ", ".join(f"{e['action']}" for e in sessions[user])
+        print(f"\n{user} browsed {' + '.join(interests)} ({actions});\n  {latest['interests']} interest(s), "
+              f"recommendations:\n{show(latest['items'])}")
+    reader.close()
+
+
+def search_by_photo(settings, product: DemoProduct) -> None:
+    import base64
+
+    from PIL import Image
+
+    request_id = f"demo-upload-{int(time.time())}"
+    photo = base64.b64encode(encode_png(Image.fromarray(product.image).convert("RGB"))).decode()
+    reader = TopicReader(settings, topics.SEARCH_RESULTS)
+    produce(settings, topics.UPLOADS, [(request_id, {"event_id": request_id, "image_b64": photo, "k": 5})])
+    result = reader.until(lambda ms: any(m["request_id"] == request_id for m in ms), timeout_s=60)[-1]
+    print(f"\nphoto search with the picture of {product.title!r} ({product.product_id}):\n{show(result['items'])}")
+    reader.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--products", type=int, default=5000, help="catalog size (Fashion-MNIST train images)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for indexing")
+    args = parser.parse_args()
+    settings = get_settings()
+    catalog = demo_catalog(args.products, seed=args.seed)
+    index_catalog(settings, catalog, args.timeout)
+    play_sessions(settings, catalog, args.seed)
+    search_by_photo(settings, random.Random(args.seed).choice(catalog))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Every agent exercised through Kafka: events in on the input topics, assertions on the output topics."""
+import base64
+import random
+from collections import Counter
+
+import pytest
+
+from models.fashion_mnist import FOOTWEAR
+from models.images import encode_png
+from recommender.demo_data import demo_catalog, shopping_session
+from streams import topics
+from streams.client import TopicReader, produce
+from tests.conftest import isolated_settings, running_worker
+
+pytestmark = pytest.mark.integration
+CATALOG_SIZE = 200
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return demo_catalog(CATALOG_SIZE)
+
+
+@pytest.fixture(scope="module")
+def shop(broker_url, catalog, tmp_path_factory):
+    """A worker with the demo catalog indexed; yields (settings, similar-items messages)."""
+    settings = isolated_settings(broker_url)
+    with running_worker(settings, tmp_path_factory.mktemp("logs")) as worker:
+        produce(settings, topics.CATALOG, [(p.product_id, p.listing()) for p in catalog])
+        reader = TopicReader(settings, topics.SIMILAR_ITEMS)
+        wanted = {p.product_id for p in catalog}
+        reader.until(lambda messages: wanted <= {m["product_id"] for m in messages}, timeout_s=240)
+        yield settings, reader.messages, worker
+        reader.close()
+
+
+def by_id(catalog):
+    return {product.product_id: product for product in catalog}
+
+
+def test_every_listing_gets_similar_items_of_its_own_kind(shop, catalog):
+    _, messages, _ = shop
+    products = by_id(catalog)
+    latest = {m["product_id"]: m for m in messages}
+    same_category = []
+    for product_id, message in latest.items():
+        assert len(message["items"]) == 10
+        assert product_id not in [item["product_id"] for item in message["items"]]
+        scores = [item["score"] for item in message["items"]]
+        assert scores == sorted(scores, reverse=True)
+        same_category.append(sum(item["category"] == products[product_id].category for item in message["items"]))
+    # Frozen ImageNet features: most neighbours share the article's category.
+    assert sum(same_category) / (10 * len(same_category)) > 0.6
+
+
+def test_new_listing_refreshes_its_neighbours_similar_items(shop, catalog):
+    settings, _, _ = shop
+    source = catalog[3]
+    twin = {**source.listing(), "event_id": "list-twin", "product_id": "twin-of-" + source.product_id,
+            "title": "Twin " + source.title}
+    reader = TopicReader(settings, topics.SIMILAR_ITEMS)
+    reader.poll(1.0)
+    seen = len(reader.messages)
+    produce(settings, topics.CATALOG, [(twin["product_id"], twin)])
+    reader.until(lambda messages: any(m["product_id"] == source.product_id for m in messages[seen:]), 60)
+    refreshed = [m for m in reader.messages[seen:] if m["product_id"] == source.product_id][-1]
+    assert refreshed["items"][0]["product_id"] == twin["product_id"]
+    assert refreshed["source_event_id"] == "list-twin"
+    reader.close()
+
+
+def test_sneaker_viewer_gets_mostly_footwear(shop, catalog):
+    settings, _, _ = shop
+    session = shopping_session("sneaker-fan", catalog, ["Sneaker"], 6, random.Random(3), 1_000.0)
+    for event in session:
+        event["action"] = "view"
+    produce(settings, topics.ACTIONS, [(e["user_id"], e) for e in session])
+    reader = TopicReader(settings, topics.RECOMMENDATIONS)
+    messages = reader.until(lambda ms: sum(m["user_id"] == "sneaker-fan" for m in ms) >= len(session), 60)
+    latest = [m for m in messages if m["user_id"] == "sneaker-fan"][-1]
+    assert latest["source_event_id"] == session[-1]["event_id"]
+    categories = [item["category"] for item in latest["items"]]
+    assert len(categories) == 10
+    assert sum(category in FOOTWEAR for category in categories) >= 7, categories
+    viewed = {e["product_id"] for e in session}
+    assert not viewed & {item["product_id"] for item in latest["items"]}
+    reader.close()
+
+
+def test_purchased_items_never_come_back(shop, catalog):
+    settings, _, _ = shop
+    bags = [p for p in catalog if p.category == "Bag"]
+    events = [{"event_id": f"buyer-{i}", "user_id": "buyer", "product_id": bag.product_id,
+               "action": "purchase" if i % 2 else "view", "ts": 2_000.0 + i} for i, bag in enumerate(bags[:8])]
+    produce(settings, topics.ACTIONS, [("buyer", e) for e in events])
+    reader = TopicReader(settings, topics.RECOMMENDATIONS)
+    messages = reader.until(lambda ms: sum(m["user_id"] == "buyer" for m in ms) >= len(events), 60)
+    bought_before = {}  # event id -> everything bought up to and including that event
+    bought: set[str] = set()
+    for event in events:
+        bought |= {event["product_id"]} if event["action"] == "purchase" else set()
+        bought_before[event["event_id"]] = set(bought)
+    for message in (m for m in messages if m["user_id"] == "buyer"):
+        assert message["items"]
+        assert not bought_before[message["source_event_id"]] & {item["product_id"] for item in message["items"]}
+    reader.close()
+
+
+def test_uploading_a_catalog_photo_finds_that_product_first(shop, catalog):
+    settings, _, _ = shop
+    wanted = catalog[11]
+    upload = {"event_id": "upload-1", "user_id": "photo-user", "image_b64": wanted.listing()["image_b64"], "k": 5}
+    produce(settings, topics.UPLOADS, [("upload-1", upload)])
+    reader = TopicReader(settings, topics.SEARCH_RESULTS)
+    result = reader.until(lambda ms: any(m["request_id"] == "upload-1" for m in ms), 60)[-1]
+    assert result["items"][0]["product_id"] == wanted.product_id
+    assert result["items"][0]["score"] > 0.99
+    assert len(result["items"]) == 5
+    reader.close()
+
+
+def test_malformed_events_go_to_dead_letters_and_the_worker_keeps_going(shop, catalog):
+    settings, _, worker = shop
+    not_an_image = base64.b64encode(b"\x89PNG\r\n\x1a\n truncated").decode()
+    bad = {
+        topics.CATALOG: [("bad-1", b"{not json"), ("bad-2", {"product_id": "x", "title": "no price",
+                                                             "image_b64": not_an_image}),
+                         ("bad-3", {"product_id": "bad-3", "title": "broken image", "price": 3,
+                                    "image_b64": not_an_image}),
+                         ("bad-4", {"product_id": "bad-4", "title": "escape", "price": 3,
+                                    "image_path": "../../etc/passwd"})],
+        topics.ACTIONS: [("u", b"\xff\xfe invalid utf-8"), ("u", {"user_id": "u", "product_id": "no-such-product",
+                                                                    "action": "view"}),
+                         ("u", {"user_id": "u", "product_id": catalog[0].product_id, "action": "teleport"})],
+        topics.UPLOADS: [("up", {"image_b64": "!!! not base64 !!!"}), ("up", {"k": 5})],
+    }
+    for spec, messages in bad.items():
+        produce(settings, spec, messages)
+    # Good events after the bad ones must still be processed.
+    good_image = encode_png(__import__("PIL.Image", fromlist=["Image"]).fromarray(catalog[5].image).convert("RGB"))
+    produce(settings, topics.UPLOADS, [("after-bad", {"event_id": "after-bad", "k": 3,
+                                                      "image_b64": base64.b64encode(good_image).decode()})])
+    produce(settings, topics.ACTIONS, [("late-user", {"event_id": "late-1", "user_id": "late-user",
+                                                      "product_id": catalog[0].product_id, "action": "click"})])
+    letters = TopicReader(settings, topics.DEAD_LETTERS)
+    expected = sum(map(len, bad.values()))
+    letters.until(lambda ms: len(ms) >= expected, 60)
+    per_topic = Counter(m["topic"].removeprefix(settings.topic_prefix) for m in letters.messages)
+    assert per_topic == {spec.name: len(messages) for spec, messages in bad.items()}
+    reasons = [m["reason"] for m in letters.messages]
+    for fragment in ("Invalid JSON", "price: Field required", "corrupt image", "outside the image root",
+                     "unknown product_id 'no-such-product'", "action: Input should be", "not valid base64",
+                     "exactly one of image_b64 or image_path"):
+        assert any(fragment in reason for reason in reasons), (fragment, reasons)
+    TopicReader(settings, topics.SEARCH_RESULTS).until(lambda ms: any(m["request_id"] == "after-bad" for m in ms), 60)
+    TopicReader(settings, topics.RECOMMENDATIONS).until(
+        lambda ms: any(m["source_event_id"] == "late-1" for m in ms), 60)
+    assert worker.alive()
