@@ -10,6 +10,7 @@ model (``products__<model>``), so a re-index with a new model can run beside the
 and go live with one alias switch.
 """
 import uuid
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -96,9 +97,12 @@ class ProductStore:
                 IMAGE: qm.VectorParams(size=image_dim, distance=qm.Distance.COSINE),
                 TEXT: qm.VectorParams(size=TEXT_DIM, distance=qm.Distance.COSINE),
             })
-            for key, schema in (("category", qm.PayloadSchemaType.KEYWORD), ("in_stock", qm.PayloadSchemaType.BOOL),
-                                ("price", qm.PayloadSchemaType.FLOAT)):
-                self.client.create_payload_index(self.collection, key, schema)
+            with warnings.catch_warnings():
+                # Embedded mode ignores payload indexes (and says so); a server needs them for fast filters.
+                warnings.simplefilter("ignore", UserWarning)
+                for key, schema in (("category", qm.PayloadSchemaType.KEYWORD),
+                                    ("in_stock", qm.PayloadSchemaType.BOOL), ("price", qm.PayloadSchemaType.FLOAT)):
+                    self.client.create_payload_index(self.collection, key, schema)
         if not self.client.collection_exists(self.users):
             self.client.create_collection(self.users, vectors_config={INTERESTS: qm.VectorParams(
                 size=image_dim, distance=qm.Distance.COSINE,

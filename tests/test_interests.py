@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from recommender.interests import ActionRecord, UserProfile, allocate_slots, cluster_interests, item_weights
+from recommender.ranking import mmr
+
+
+def unit(*values):
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_actions_are_weighted_and_decay_by_half_life():
+    actions = (ActionRecord("a", "view", 0.0), ActionRecord("b", "purchase", 0.0), ActionRecord("a", "click", 100.0))
+    weights = item_weights(actions, now=100.0, half_life_s=100.0)
+    assert weights["a"] == pytest.approx(1.0 * 0.5 + 2.0)
+    assert weights["b"] == pytest.approx(8.0 * 0.5)
+
+
+def test_profile_keeps_recent_actions_in_time_order_and_remembers_purchases():
+    profile = UserProfile()
+    for product, action, ts in [("a", "purchase", 5.0), ("b", "view", 1.0), ("c", "view", 9.0), ("d", "view", 7.0)]:
+        profile = profile.record(product, action, ts, max_actions=3)
+    assert [a.product_id for a in profile.actions] == ["a", "d", "c"]
+    assert profile.purchased == {"a"}
+    assert UserProfile.from_json(profile.to_json()) == profile
+    # Purchases outlive the action window.
+    for ts in range(10, 20):
+        profile = profile.record("z", "view", float(ts), max_actions=3)
+    assert profile.purchased == {"a"} and profile.seen() == {"z"}
+
+
+def test_two_tastes_stay_two_interests_with_real_items_as_medoids():
+    shoes = [unit(1, 0.1 * i, 0) for i in range(3)]
+    bags = [unit(0, 0.1 * i, 1) for i in range(2)]
+    ids = ["s0", "s1", "s2", "b0", "b1"]
+    interests = cluster_interests(ids, np.stack(shoes + bags), np.array([1, 1, 1, 5, 5.0]), max_interests=3,
+                                  min_similarity=0.6)
+    assert len(interests) == 2
+    assert set(interests[0].member_ids) == {"b0", "b1"} and interests[0].weight == 10
+    assert set(interests[1].member_ids) == {"s0", "s1", "s2"} and interests[1].medoid_id == "s1"
+
+
+def test_clusters_merge_down_to_the_interest_limit():
+    vectors = np.eye(4, dtype=np.float32)
+    interests = cluster_interests(list("abcd"), vectors, np.ones(4), max_interests=2, min_similarity=0.9)
+    assert len(interests) == 2 and sorted(len(i.member_ids) for i in interests) in ([1, 3], [2, 2])
+
+
+@pytest.mark.parametrize("weights, k, expected", [
+    ([1.0], 10, [10]), ([3.0, 1.0], 10, [8, 2]), ([1.0, 1.0, 1.0], 10, [4, 3, 3]), ([100.0, 1.0, 1.0], 5, [3, 1, 1]),
+])
+def test_slots_follow_weights_and_every_interest_gets_one(weights, k, expected):
+    slots = allocate_slots(weights, k)
+    assert sum(slots) == k and min(slots) >= 1
+    assert sorted(slots, reverse=True) == sorted(expected, reverse=True)
+
+
+def test_mmr_trades_relevance_for_diversity():
+    vectors = np.stack([unit(1, 0), unit(1, 0.01), unit(1, 0.02), unit(0, 1)])
+    relevance = np.array([0.9, 0.89, 0.88, 0.7])
+    assert mmr(relevance, vectors, 2, trade_off=1.0) == [0, 1]
+    assert mmr(relevance, vectors, 2, trade_off=0.5) == [0, 3]

@@ -1,0 +1,94 @@
+"""One contract for every store backend: embedded in RAM, embedded on disk, and a Qdrant
+server when ``VR_TEST_QDRANT_URL`` names one (docker-compose brings one up)."""
+import os
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from recommender.store import Product, ProductFilter, ProductStore
+
+BACKENDS = ["memory", "path"] + (["server"] if os.environ.get("VR_TEST_QDRANT_URL") else [])
+DIM = 8
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    if request.param == "memory":
+        client = QdrantClient(location=":memory:")
+    elif request.param == "path":
+        client = QdrantClient(path=str(tmp_path / "qdrant"))
+    else:
+        client = QdrantClient(url=os.environ["VR_TEST_QDRANT_URL"])
+    prefix = f"t{os.getpid()}{tmp_path.name[-6:]}_"
+    yield ProductStore(client, "m1", DIM, prefix=prefix)
+    for collection in client.get_collections().collections:
+        if collection.name.startswith(prefix):
+            client.delete_collection(collection.name)
+    client.close()
+
+
+def catalog(rng):
+    products = [Product(f"p{i}", f"item {i}", price=10.0 * i, category="shoe" if i % 2 else "bag",
+                        in_stock=i != 3) for i in range(10)]
+    vectors = rng.normal(size=(10, DIM)).astype(np.float32)
+    return products, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_upserts_are_idempotent_by_business_id(store):
+    products, vectors = catalog(np.random.default_rng(0))
+    store.upsert_products(products, vectors)
+    store.upsert_products(products, vectors)
+    assert store.count() == 10
+    store.upsert_products([Product("p1", "renamed", price=1.0)], vectors[:1])
+    assert store.count() == 10
+    assert store.get_products(["p1"])["p1"][0].title == "renamed"
+
+
+def test_search_finds_the_query_item_first_and_honours_filters(store):
+    products, vectors = catalog(np.random.default_rng(1))
+    store.upsert_products(products, vectors)
+    assert store.search(vectors[4], limit=1)[0][0].product.product_id == "p4"
+    everything = store.search(vectors[0], limit=10, product_filter=ProductFilter(in_stock_only=False))[0]
+    assert len(everything) == 10
+    in_stock = {hit.product.product_id for hit in store.search(vectors[3], limit=10)[0]}
+    assert "p3" not in in_stock and len(in_stock) == 9
+    shoes = store.search(vectors[0], limit=10, product_filter=ProductFilter(category="shoe", max_price=55,
+                                                                          exclude_ids=frozenset({"p1"})))[0]
+    assert {hit.product.product_id for hit in shoes} == {"p5"}  # p3 is out of stock
+
+
+def test_batched_search_returns_vectors_when_asked(store):
+    products, vectors = catalog(np.random.default_rng(2))
+    store.upsert_products(products, vectors)
+    first, second = store.search(vectors[[0, 1]], limit=2, with_vectors=True)
+    assert first[0].product.product_id == "p0" and second[0].product.product_id == "p1"
+    np.testing.assert_allclose(first[0].vector, vectors[0], atol=1e-5)
+
+
+def test_unknown_ids_are_absent_not_errors(store):
+    products, vectors = catalog(np.random.default_rng(3))
+    store.upsert_products(products, vectors)
+    found = store.get_products(["p2", "nope"], with_vectors=True)
+    assert set(found) == {"p2"}
+    np.testing.assert_allclose(found["p2"][1], vectors[2], atol=1e-5)
+
+
+def test_user_profiles_round_trip(store):
+    interests = np.eye(DIM, dtype=np.float32)[:2]
+    store.save_user("u1", interests, ["p1", "p2"], 123.0)
+    store.save_user("u1", interests[:1], ["p3"], 124.0)
+    user = store.get_user("u1")
+    assert user["recommended"] == ["p3"] and user["updated_at"] == 124.0
+    np.testing.assert_allclose(user["interests"], interests[:1])
+    assert store.get_user("nobody") is None
+
+
+def test_alias_switch_moves_reads_to_the_new_model(store):
+    products, vectors = catalog(np.random.default_rng(4))
+    store.upsert_products(products, vectors)
+    newer = ProductStore(store.client, "m2", DIM, prefix=store.products.removesuffix("products"))
+    assert newer.count() == 10  # reads still go to m1 until the switch
+    newer.upsert_products(products[:2], vectors[:2])
+    newer.switch_alias(newer.collection)
+    assert store.count() == 2
