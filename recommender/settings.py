@@ -19,12 +19,20 @@ class Settings(BaseSettings):
     kafka_replication: int = Field(1, ge=1, description="Replication factor of created topics")
     topic_prefix: str = Field("", description="Prepended to every topic name (lets tests share one broker)")
     app_id: str = Field("visual-recs", description="Faust app id = consumer group and changelog prefix")
+    kafka_security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
+    kafka_sasl_mechanism: str = Field("PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = Field(None, repr=False)
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for TLS; system CAs when unset")
     max_message_bytes: int = Field(8_000_000, description="Larger events go to the dead-letter topic unread")
 
     # Vector store
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded store")
     qdrant_api_key: str | None = Field(None, description="API key for a Qdrant server")
-    qdrant_path: str = Field("var/qdrant", description="Embedded store folder; ':memory:' keeps it in RAM")
+    # RAM by default: the compacted catalog.vectors topic is the durable copy and a worker
+    # rebuilds its store from it at start (~7k points/s), while a folder store writes only
+    # ~300 points/s and loads everything into RAM on open anyway.
+    qdrant_path: str = Field(":memory:", description="Embedded store: ':memory:' or a folder")
     collection_prefix: str = Field("", description="Prepended to collection names")
 
     # Images and model

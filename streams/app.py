@@ -6,9 +6,20 @@ from streams import topics
 
 settings = get_settings()
 
+
+def broker_credentials():
+    """Faust's form of the SASL/TLS settings (None for the local broker)."""
+    context = topics.ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+    return context
+
+
 app = faust.App(
     settings.app_id,
     broker=settings.kafka_broker,
+    broker_credentials=broker_credentials(),
     store="memory://",  # tables live in RAM and are rebuilt from their changelog topics on start
     topic_partitions=settings.kafka_partitions,
     topic_replication_factor=settings.kafka_replication,
@@ -27,6 +38,7 @@ def _topic(spec: topics.TopicSpec) -> faust.TopicT:
 
 
 catalog_topic = _topic(topics.CATALOG)
+catalog_vectors_topic = _topic(topics.CATALOG_VECTORS)
 actions_topic = _topic(topics.ACTIONS)
 uploads_topic = _topic(topics.UPLOADS)
 similar_items_topic = _topic(topics.SIMILAR_ITEMS)

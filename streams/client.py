@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterable
 from kafka import KafkaConsumer, KafkaProducer
 
 from recommender.settings import Settings
-from streams.topics import TopicSpec, bootstrap_servers, topic_name
+from streams.topics import TopicSpec, bootstrap_servers, security_options, topic_name
 
 
 def produce(settings: Settings, spec: TopicSpec, messages: Iterable[tuple[str | None, dict | bytes]]) -> int:
     """Send (key, value) pairs; dict values are JSON-encoded, bytes sent as they are."""
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers(settings), linger_ms=5, acks="all",
-                             max_request_size=32_000_000)
+                             max_request_size=32_000_000, **security_options(settings))
     sent = 0
     try:
         for key, value in messages:
@@ -32,7 +32,7 @@ class TopicReader:
         self.messages: list[dict] = []
         self._consumer = KafkaConsumer(topic_name(spec, settings), bootstrap_servers=bootstrap_servers(settings),
                                        auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
-                                       fetch_max_wait_ms=100)
+                                       fetch_max_wait_ms=100, **security_options(settings))
 
     def poll(self, timeout_s: float = 0.2) -> list[dict]:
         fresh = [json.loads(record.value) for batch in self._consumer.poll(timeout_ms=int(timeout_s * 1000)).values()

@@ -4,9 +4,11 @@ Inputs are validated here and nowhere else; an event that fails validation goes 
 dead-letter topic with pydantic's message as the reason. Outputs are built from these
 models too, so their shape is written down in one place.
 """
+import base64
 import time
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
@@ -53,6 +55,29 @@ class ImageUpload(ImageRef):
     k: int = Field(10, ge=1, le=100)
     category: str | None = Field(None, max_length=64, description="Only return this category")
     max_price: float | None = Field(None, ge=0)
+
+
+class IndexedProduct(BaseModel):
+    """A listing with its embedding: what ``catalog.vectors`` carries from the CNN to every store."""
+
+    product_id: str
+    title: str
+    category: str | None
+    price: float
+    in_stock: bool
+    seller_id: str
+    source_event_id: str
+    model: str
+    vector_b64: str = Field(repr=False, description="float32 little-endian, base64")
+
+    @classmethod
+    def of(cls, listing: ProductListed, vector: np.ndarray, model: str) -> "IndexedProduct":
+        fields = listing.model_dump(include={"product_id", "title", "category", "price", "in_stock", "seller_id"})
+        encoded = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        return cls(**fields, source_event_id=listing.event_id, model=model, vector_b64=encoded)
+
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(base64.b64decode(self.vector_b64), dtype="<f4").astype(np.float32)
 
 
 class ScoredItem(BaseModel):

@@ -17,7 +17,7 @@ from recommender.interests import UserProfile
 from recommender.recommend import RecommendationPolicy, recommend, user_interests
 from recommender.settings import Settings
 from recommender.store import Hit, Product, ProductFilter, ProductStore
-from streams.events import (ImageRef, ImageUpload, ProductListed, Recommendations, ScoredItem, SearchResults,
+from streams.events import (ImageRef, ImageUpload, IndexedProduct, Recommendations, ScoredItem, SearchResults,
                             ShopperAction, SimilarItems)
 
 
@@ -41,7 +41,9 @@ def parse_event(model: type[E], value: bytes | None, coordinates: str, max_bytes
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}"
                              for e in error.errors(include_url=False, include_input=False))
         raise Rejected(f"invalid {model.__name__}: {problems}") from None
-    return event if event.event_id else event.model_copy(update={"event_id": coordinates})
+    if "event_id" not in model.model_fields or event.event_id:
+        return event
+    return event.model_copy(update={"event_id": coordinates})
 
 
 def scored(hits: list[Hit]) -> list[ScoredItem]:
@@ -85,27 +87,38 @@ def embed_images(services: Services, events: list[I]) -> tuple[list[I], np.ndarr
     return usable, services.embedder.embed(images), rejected
 
 
-def index_listings(services: Services, listings: list[ProductListed], vectors: np.ndarray) -> list[SimilarItems]:
-    """Upsert the products, then emit similar items for each and for neighbours it now appears beside."""
+def materialize(services: Services, indexed: list[IndexedProduct]) -> tuple[list[IndexedProduct], np.ndarray]:
+    """Upsert the products embedded by the current model; vectors of other models are skipped."""
+    store = services.store
+    current = [item for item in indexed if item.model == store.model]
+    vectors = np.stack([item.vector() for item in current]) if current else np.zeros((0, 0), np.float32)
+    store.upsert_products([Product(product_id=i.product_id, title=i.title, price=i.price, category=i.category,
+                                   in_stock=i.in_stock, seller_id=i.seller_id) for i in current], vectors)
+    return current, vectors
+
+
+def index_products(services: Services, indexed: list[IndexedProduct]) -> list[SimilarItems]:
+    """Store the products, then emit similar items for each and for neighbours it now appears beside."""
+    listings, vectors = materialize(services, indexed)
+    if not listings:
+        return []
     store, k = services.store, services.settings.similar_k
-    products = [Product(product_id=e.product_id, title=e.title, price=e.price, category=e.category,
-                        in_stock=e.in_stock, seller_id=e.seller_id) for e in listings]
-    store.upsert_products(products, vectors)
     outputs = {}
     hit_lists = store.search(vectors, limit=k + 1, with_vectors=True)
     for listing, hits in zip(listings, hit_lists):
         own = [hit for hit in hits if hit.product.product_id != listing.product_id][:k]
-        outputs[listing.product_id] = SimilarItems(product_id=listing.product_id, source_event_id=listing.event_id,
+        outputs[listing.product_id] = SimilarItems(product_id=listing.product_id,
+                                                   source_event_id=listing.source_event_id,
                                                    model=store.model, items=scored(own))
     outputs.update(_refresh_neighbours(services, listings, hit_lists, exclude=set(outputs)))
     return list(outputs.values())
 
 
-def _refresh_neighbours(services: Services, listings: list[ProductListed], hit_lists: list[list[Hit]],
+def _refresh_neighbours(services: Services, listings: list[IndexedProduct], hit_lists: list[list[Hit]],
                         exclude: set[str]) -> dict[str, SimilarItems]:
     """New similar-item lists for existing products whose top k now include a new listing."""
     store, k, width = services.store, services.settings.similar_k, services.settings.refresh_neighbours
-    new_ids = {listing.product_id: listing.event_id for listing in listings}
+    new_ids = {listing.product_id: listing.source_event_id for listing in listings}
     neighbours: dict[str, Hit] = {}
     for hits in hit_lists:
         for hit in hits[:width + 1]:

@@ -5,6 +5,7 @@ Topics are created with explicit partition counts before any worker starts
 and a table co-partitioned with it then fails with ``PartitionsMismatch``.
 """
 import argparse
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ class TopicSpec:
 
 CATALOG = TopicSpec("catalog.products", "product listings (input; compacted: the catalog's source of truth)",
                     "product_id", compacted=True)
+CATALOG_VECTORS = TopicSpec("catalog.vectors", "products with their image embedding (compacted: every worker's "
+                            "vector store is rebuilt from it without re-running the CNN)", "product_id", compacted=True)
 ACTIONS = TopicSpec("shopper.actions", "view / click / add_to_cart / purchase (input)", "user_id")
 UPLOADS = TopicSpec("shopper.uploads", "search-by-photo requests (input)", "request id")
 SIMILAR_ITEMS = TopicSpec("recs.similar-items", "similar products per product (output)", "product_id", compacted=True)
@@ -33,7 +36,7 @@ RECOMMENDATIONS = TopicSpec("recs.user-recommendations", "you-may-also-like per 
 SEARCH_RESULTS = TopicSpec("recs.search-results", "results of photo searches (output)", "request id")
 DEAD_LETTERS = TopicSpec("dead-letters", "rejected input with the reason (output)", "source topic")
 
-ALL_TOPICS = (CATALOG, ACTIONS, UPLOADS, SIMILAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS, DEAD_LETTERS)
+ALL_TOPICS = (CATALOG, CATALOG_VECTORS, ACTIONS, UPLOADS, SIMILAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS, DEAD_LETTERS)
 
 
 def topic_name(spec: TopicSpec, settings: Settings) -> str:
@@ -44,12 +47,30 @@ def bootstrap_servers(settings: Settings) -> list[str]:
     return [url.split("://", 1)[-1] for url in settings.kafka_broker.split(",")]
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if "SSL" not in settings.kafka_security_protocol:
+        return None
+    return ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+
+
+def security_options(settings: Settings) -> dict:
+    """SASL/TLS options in the spelling aiokafka and kafka-python share."""
+    options: dict = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=settings.kafka_sasl_password)
+    if context := ssl_context(settings):
+        options["ssl_context"] = context
+    return options
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics (idempotent); returns the names that were created."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), client_id="visual-recs-admin")
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), client_id="visual-recs-admin",
+                                     **security_options(settings))
             break
         except KafkaError:
             if time.monotonic() > deadline:
