@@ -77,6 +77,16 @@ def load_image_ref(image_b64: str | None, image_path: str | None, *, root: Path,
     return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
+def thumbnail_png(image: Image.Image, size: int = 96) -> bytes:
+    small = image.copy()
+    small.thumbnail((size, size))
+    # Tiny catalog images (Fashion-MNIST is 28 px) are scaled up so result pages can show them.
+    if max(small.size) < size:
+        scale = size / max(small.size)
+        small = small.resize((round(small.width * scale), round(small.height * scale)), Image.Resampling.NEAREST)
+    return encode_png(small)
+
+
 def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

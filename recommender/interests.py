@@ -102,6 +102,8 @@ def allocate_slots(weights: list[float], k: int) -> list[int]:
     """Split ``k`` result slots across interests in proportion to weight, each at least one."""
     if not weights:
         return []
+    if sum(weights) <= 0:  # every action decayed to nothing (a long-idle user): treat interests alike
+        weights = [1.0] * len(weights)
     total = sum(weights)
     slots = [max(1, int(k * weight / total)) for weight in weights]
     # Largest remainders get the slots lost to rounding; trim from the lightest if over.

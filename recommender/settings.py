@@ -37,6 +37,7 @@ class Settings(BaseSettings):
 
     # Images and model
     embedder: str = Field("efficientnet_lite0", description="Backbone name from models.embedders.EMBEDDERS or a model file path")
+    text_embedder: str = Field("all-minilm-l6-v2", description="Title model for keyword search; 'none' turns it off")
     ingest_batch_size: int = Field(32, ge=1, description="Catalog events taken from the stream at once")
     ingest_batch_wait_s: float = Field(0.05, gt=0, description="Longest wait to fill an ingest batch")
     forward_batch: int = Field(4, ge=1, description="Images per CNN forward pass")
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
                                     "re-emitted when a new product lands beside them")
     recommend_k: int = Field(10, ge=1, le=100, description="Recommendations emitted per user")
     interest_half_life_s: float = Field(3600.0, gt=0, description="An action's weight halves after this long")
+    popularity_window_s: float = Field(3600.0, gt=0, description="Popularity counts actions of this long a window")
     profile_max_actions: int = Field(50, ge=1, description="Recent actions kept per user")
     max_interests: int = Field(3, ge=1, description="Interest clusters per user")
 

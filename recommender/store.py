@@ -39,6 +39,7 @@ class Product:
     category: str | None = None
     in_stock: bool = True
     seller_id: str = "shop"
+    thumbnail_b64: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class ProductFilter:
     max_price: float | None = None
     in_stock_only: bool = True
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
+
+    def accepts(self, product: "Product") -> bool:
+        """The same test as ``to_qdrant``, for products already in hand."""
+        return ((not self.in_stock_only or product.in_stock)
+                and (self.category is None or product.category == self.category)
+                and (self.max_price is None or product.price <= self.max_price)
+                and product.product_id not in self.exclude_ids)
 
     def to_qdrant(self) -> qm.Filter | None:
         must: list[qm.Condition] = []
@@ -117,11 +125,11 @@ class ProductStore:
 
     # products -------------------------------------------------------------------------------
     def upsert_products(self, products: Sequence[Product], image_vectors: np.ndarray,
-                        text_vectors: np.ndarray | None = None) -> None:
+                        text_vectors: Sequence[np.ndarray | None] | None = None) -> None:
         points = []
         for row, product in enumerate(products):
             vectors = {IMAGE: image_vectors[row].tolist()}
-            if text_vectors is not None:
+            if text_vectors is not None and text_vectors[row] is not None:
                 vectors[TEXT] = text_vectors[row].tolist()
             points.append(qm.PointStruct(id=point_id(product.product_id), vector=vectors, payload=asdict(product)))
         if points:
@@ -155,6 +163,24 @@ class ProductStore:
         return [[Hit(_product(point.payload), point.score,
                      np.asarray(point.vector[using], dtype=np.float32) if with_vectors else None)
                  for point in response.points] for response in responses]
+
+    def search_fused(self, image_vector: np.ndarray, text_vector: np.ndarray, limit: int,
+                     product_filter: ProductFilter = ProductFilter()) -> list[Hit]:
+        """Photo and keywords together: both rankings merged by reciprocal rank fusion."""
+        query_filter = product_filter.to_qdrant()
+        response = self.client.query_points(self.products, prefetch=[
+            qm.Prefetch(query=image_vector.tolist(), using=IMAGE, limit=limit * 4, filter=query_filter),
+            qm.Prefetch(query=text_vector.tolist(), using=TEXT, limit=limit * 4, filter=query_filter),
+        ], query=qm.FusionQuery(fusion=qm.Fusion.RRF), limit=limit, with_payload=True)
+        return [Hit(_product(point.payload), point.score) for point in response.points]
+
+    def browse(self, limit: int, offset: str | None = None, category: str | None = None
+               ) -> tuple[list[Product], str | None]:
+        """A page of the catalog in id order, and the offset of the next page (None at the end)."""
+        records, next_offset = self.client.scroll(
+            self.products, limit=limit, offset=offset, with_payload=True,
+            scroll_filter=ProductFilter(category=category, in_stock_only=False).to_qdrant())
+        return [_product(record.payload) for record in records], None if next_offset is None else str(next_offset)
 
     # users ----------------------------------------------------------------------------------
     def save_user(self, user_id: str, interests: np.ndarray, recommended: Sequence[str], updated_at: float) -> None:

@@ -1,5 +1,5 @@
-"""``python -m streams worker -l info``: run a Faust worker with every agent."""
-from streams import agents  # noqa: F401  (registers the agents)
+"""``python -m streams worker -l info``: run a Faust worker with every agent and the HTTP API."""
+from streams import agents, web  # noqa: F401  (importing registers the agents and pages)
 from streams.app import app
 
 if __name__ == "__main__":

@@ -7,17 +7,23 @@ slow embedding batch does not hold up a browsing event.
 """
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import EventT
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from streams import handlers, topics
-from streams.app import (actions_topic, app, catalog_topic, catalog_vectors_topic, dead_letters_topic, profiles,
-                         recommendations_topic, search_results_topic, settings, similar_items_topic, uploads_topic)
-from streams.events import DeadLetter, ImageUpload, IndexedProduct, ProductListed, ShopperAction
+from recommender.interests import ACTION_WEIGHTS
+from recommender.popularity import PopularItem
+from streams import handlers, metrics, topics
+from streams.app import (actions_topic, app, catalog_topic, catalog_vectors_topic, dead_letters_topic, popularity,
+                         popularity_topic, product_actions_topic, profiles, recommendations_topic,
+                         search_results_topic, settings, similar_items_topic, uploads_topic)
+from streams.events import (DeadLetter, ImageUpload, IndexedProduct, PopularityScore, ProductActivity, ProductListed,
+                            ShopperAction)
 
 log = logging.getLogger(__name__)
 services = handlers.Services(settings)
@@ -25,6 +31,8 @@ cnn_thread = ThreadPoolExecutor(1, thread_name_prefix="cnn")
 store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
 # Set once this worker's store holds the whole catalog; agents that read the store wait for it.
 catalog_loaded = asyncio.Event()
+# Latest popularity score per product, sent once a second rather than once per action.
+pending_popularity: dict[str, PopularityScore] = {}
 
 
 async def in_thread(executor: ThreadPoolExecutor, function, *args):
@@ -36,17 +44,25 @@ def _coordinates(event: EventT) -> str:
     return f"{message.topic}:{message.partition}:{message.offset}"
 
 
-async def dead_letter(event: EventT, reason: str, error: str = "Rejected") -> None:
+async def emit(topic, key: str, message: BaseModel, agent: str, event_ts: float | None = None) -> None:
+    await topic.send(key=key.encode(), value=message.model_dump_json().encode())
+    metrics.OUTPUTS.labels(topic.get_topic_name()).inc()
+    if event_ts is not None:
+        metrics.FRESHNESS.labels(agent).observe(max(0.0, time.time() - event_ts))
+
+
+async def dead_letter(event: EventT, reason: str, agent: str, error: str = "Rejected") -> None:
     message = event.message
     key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else message.key
     value = message.value if isinstance(message.value, bytes) else b""
     letter = DeadLetter(topic=message.topic, partition=message.partition, offset=message.offset, key=key,
                         reason=reason, error=error, payload_preview=value[:200].decode("utf-8", "replace"))
     log.warning("dead letter from %s: %s", _coordinates(event), reason)
-    await dead_letters_topic.send(key=message.topic.encode(), value=letter.model_dump_json().encode())
+    metrics.EVENTS.labels(agent, "dead_letter").inc()
+    await emit(dead_letters_topic, message.topic, letter, agent)
 
 
-async def parse_batch(events: list[EventT], model):
+async def parse_batch(events: list[EventT], model, agent: str):
     """The valid events of a batch with their Kafka events; the rest go to dead letters."""
     parsed = []
     for event in events:
@@ -54,30 +70,28 @@ async def parse_batch(events: list[EventT], model):
             parsed.append((handlers.parse_event(model, event.message.value, _coordinates(event),
                                                 settings.max_message_bytes), event))
         except handlers.Rejected as error:
-            await dead_letter(event, str(error))
+            await dead_letter(event, str(error), agent)
     return parsed
 
 
-async def embed_batch(events: list[EventT], model):
-    """Parse and embed a batch of image events; returns the usable ones and their vectors."""
-    parsed = await parse_batch(events, model)
+async def embed_batch(events: list[EventT], model, embed, agent: str):
+    """Parse a batch of image events and embed them in the CNN thread; bad ones go to dead letters."""
+    parsed = await parse_batch(events, model, agent)
     source = {id(item): event for item, event in parsed}
-    usable, vectors, rejected = await in_thread(cnn_thread, handlers.embed_images, services,
-                                                [item for item, _ in parsed])
+    with metrics.STAGE_SECONDS.labels(f"{agent}.embed").time():
+        embedded, rejected = await in_thread(cnn_thread, embed, services, [item for item, _ in parsed])
     for item, reason in rejected:
-        await dead_letter(source[id(item)], reason, "BadImage")
-    return usable, vectors
+        await dead_letter(source[id(item)], reason, agent, "BadImage")
+    metrics.EVENTS.labels(agent, "ok").inc(len(embedded))
+    return embedded
 
 
 @app.agent(catalog_topic)
 async def ingest_catalog(stream):
     """Listings -> embeddings on ``catalog.vectors`` (the CNN runs once per listing, on one worker)."""
     async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
-        listings, vectors = await embed_batch(events, ProductListed)
-        model = services.embedder.name
-        for listing, vector in zip(listings, vectors):
-            indexed = IndexedProduct.of(listing, vector, model)
-            await catalog_vectors_topic.send(key=listing.product_id.encode(), value=indexed.model_dump_json().encode())
+        for indexed in await embed_batch(events, ProductListed, handlers.embed_listings, "ingest_catalog"):
+            await emit(catalog_vectors_topic, indexed.product_id, indexed, "ingest_catalog")
 
 
 @app.agent(catalog_vectors_topic)
@@ -85,28 +99,84 @@ async def index_catalog(stream):
     """Embedded products -> store, and similar items for them and their new neighbours."""
     await catalog_loaded.wait()
     async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
-        indexed = [item for item, _ in await parse_batch(events, IndexedProduct)]
-        for similar in await in_thread(store_thread, handlers.index_products, services, indexed):
-            await similar_items_topic.send(key=similar.product_id.encode(), value=similar.model_dump_json().encode())
+        indexed = [item for item, _ in await parse_batch(events, IndexedProduct, "index_catalog")]
+        with metrics.STAGE_SECONDS.labels("index_catalog.store").time():
+            outputs = await in_thread(store_thread, handlers.index_products, services, indexed)
+        metrics.EVENTS.labels("index_catalog", "ok").inc(len(indexed))
+        for similar in outputs:
+            await emit(similar_items_topic, similar.product_id, similar, "index_catalog")
 
 
-@app.task
-async def materialize_catalog() -> None:
-    """Keep this worker's embedded store a full copy of ``catalog.vectors``.
+@app.agent(actions_topic)
+async def track_actions(stream):
+    """Action -> profile table -> recommendations (and the action re-keyed by product for analytics)."""
+    await catalog_loaded.wait()
+    async for event in stream.events():
+        parsed = await parse_batch([event], ShopperAction, "track_actions")
+        if not parsed:
+            continue
+        action = parsed[0][0]
+        try:
+            with metrics.STAGE_SECONDS.labels("track_actions.recommend").time():
+                profile, recommendations, activity = await in_thread(
+                    store_thread, handlers.record_action, services, profiles[action.user_id], action)
+        except handlers.Rejected as error:
+            await dead_letter(event, str(error), "track_actions")
+            continue
+        profiles[action.user_id] = profile
+        metrics.EVENTS.labels("track_actions", "ok").inc()
+        await emit(recommendations_topic, action.user_id, recommendations, "track_actions", action.ts)
+        await emit(product_actions_topic, activity.product_id, activity, "track_actions")
 
-    Agents see only their own partitions, but every worker answers queries over the whole
-    catalog, so each one reads every partition of the compacted topic (no consumer group),
-    from the start: a restarted worker rebuilds its store without running the CNN. A Qdrant
-    server is shared by all workers and needs no copy.
+
+@app.agent(product_actions_topic)
+async def count_popularity(stream):
+    """Action-weighted counts per product in hopping windows; the scores feed cold-start lists."""
+    async for event in stream.events():
+        parsed = await parse_batch([event], ProductActivity, "count_popularity")
+        if not parsed:
+            continue
+        activity = parsed[0][0]
+        popularity[activity.product_id] += ACTION_WEIGHTS[activity.action]
+        _, window_end = popularity.table.window.current(event.message.timestamp)
+        pending_popularity[activity.product_id] = PopularityScore(
+            product_id=activity.product_id, category=activity.category, window_end=window_end,
+            score=popularity[activity.product_id].current())
+        metrics.EVENTS.labels("count_popularity", "ok").inc()
+
+
+@app.timer(1.0)
+async def publish_popularity() -> None:
+    scores = list(pending_popularity.values())
+    pending_popularity.clear()
+    for score in scores:
+        await emit(popularity_topic, score.product_id, score, "count_popularity")
+
+
+@app.agent(uploads_topic)
+async def search_by_photo(stream):
+    await catalog_loaded.wait()
+    async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
+        embedded = await embed_batch(events, ImageUpload, handlers.embed_uploads, "search_by_photo")
+        with metrics.STAGE_SECONDS.labels("search_by_photo.search").time():
+            results = await in_thread(store_thread, handlers.search_uploads, services, embedded)
+        for (upload, _), result in zip(embedded, results):
+            await emit(search_results_topic, result.request_id, result, "search_by_photo", upload.ts)
+
+
+async def follow_compacted(spec: topics.TopicSpec, model: type[BaseModel],
+                           apply: Callable[[list], Awaitable[None]], caught_up: asyncio.Event | None = None) -> None:
+    """Apply every message of a compacted topic, all partitions, from the start, for ever.
+
+    Agents see only their own partitions, but every worker answers for the whole catalog,
+    so views every worker needs are read without a consumer group. ``caught_up`` is set
+    once the end offsets seen at start are reached.
     """
-    if settings.qdrant_url:
-        catalog_loaded.set()
-        return
     consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(settings), group_id=None,
                                 enable_auto_commit=False, **topics.security_options(settings))
     await consumer.start()
     try:
-        topic = topics.topic_name(topics.CATALOG_VECTORS, settings)
+        topic = topics.topic_name(spec, settings)
         await consumer.topics()  # fetches metadata so the partitions are known
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
@@ -117,45 +187,40 @@ async def materialize_catalog() -> None:
             items = []
             for record in (record for records in batches.values() for record in records):
                 try:
-                    items.append(IndexedProduct.model_validate_json(record.value))
-                except ValidationError as error:  # written by our own agent: a bug, not bad input
-                    log.error("skipping unreadable catalog vector at offset %s: %s", record.offset, error)
+                    items.append(model.model_validate_json(record.value))
+                except ValidationError as error:  # written by our own agents: a bug, not bad input
+                    log.error("skipping unreadable %s message at offset %s: %s", topic, record.offset, error)
             if items:
-                await in_thread(store_thread, handlers.materialize, services, items)
-            if not catalog_loaded.is_set():
+                await apply(items)
+            if caught_up is not None and not caught_up.is_set():
                 positions = [await consumer.position(tp) for tp in partitions]
                 if all(position >= ends[tp] for position, tp in zip(positions, partitions)):
-                    log.info("catalog loaded into the local store: %s products", sum(ends.values()))
-                    catalog_loaded.set()
+                    log.info("caught up with %s: %s messages", topic, sum(ends.values()))
+                    caught_up.set()
             if not batches:
                 await asyncio.sleep(0.2)  # the local broker answers empty fetches at once; don't spin
     finally:
         await consumer.stop()
 
 
-@app.agent(actions_topic)
-async def track_actions(stream):
-    await catalog_loaded.wait()
-    async for event in stream.events():
-        parsed = await parse_batch([event], ShopperAction)
-        if not parsed:
-            continue
-        action = parsed[0][0]
-        try:
-            profile, recommendations = await in_thread(store_thread, handlers.record_action, services,
-                                                       profiles[action.user_id], action)
-        except handlers.Rejected as error:
-            await dead_letter(event, str(error))
-            continue
-        profiles[action.user_id] = profile
-        await recommendations_topic.send(key=action.user_id.encode(),
-                                         value=recommendations.model_dump_json().encode())
+@app.task
+async def materialize_catalog() -> None:
+    """Keep this worker's embedded store a full copy of ``catalog.vectors``; a restarted
+    worker rebuilds it without running the CNN. A Qdrant server is shared and needs no copy."""
+    if settings.qdrant_url:
+        catalog_loaded.set()
+        return
+
+    async def upsert(items: list[IndexedProduct]) -> None:
+        await in_thread(store_thread, handlers.materialize, services, items)
+
+    await follow_compacted(topics.CATALOG_VECTORS, IndexedProduct, upsert, catalog_loaded)
 
 
-@app.agent(uploads_topic)
-async def search_by_photo(stream):
-    await catalog_loaded.wait()
-    async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
-        uploads, vectors = await embed_batch(events, ImageUpload)
-        for result in await in_thread(store_thread, handlers.search_uploads, services, uploads, vectors):
-            await search_results_topic.send(key=result.request_id.encode(), value=result.model_dump_json().encode())
+@app.task
+async def follow_popularity() -> None:
+    async def update(scores: list[PopularityScore]) -> None:
+        items = [PopularItem(s.product_id, s.category, s.score, s.window_end) for s in scores]
+        await in_thread(store_thread, services.popularity.update, items)
+
+    await follow_compacted(topics.POPULARITY, PopularityScore, update)

@@ -44,9 +44,18 @@ uploads_topic = _topic(topics.UPLOADS)
 similar_items_topic = _topic(topics.SIMILAR_ITEMS)
 recommendations_topic = _topic(topics.RECOMMENDATIONS)
 search_results_topic = _topic(topics.SEARCH_RESULTS)
+product_actions_topic = _topic(topics.PRODUCT_ACTIONS)
+popularity_topic = _topic(topics.POPULARITY)
 dead_letters_topic = _topic(topics.DEAD_LETTERS)
 
 # Keyed by user id, like the actions topic, so a user's events and profile share a partition.
 profiles = app.Table("user-profiles", default=dict, partitions=settings.kafka_partitions,
                      schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json",
                                          value_serializer="json"))
+
+# Keyed by product id, like analytics.product-actions: action-weighted counts in hopping windows.
+popularity = app.Table("product-popularity", default=float, partitions=settings.kafka_partitions,
+                       schema=faust.Schema(key_type=str, value_type=float, key_serializer="json",
+                                           value_serializer="json"),
+                       ).hopping(settings.popularity_window_s, settings.popularity_window_s / 4,
+                                 expires=settings.popularity_window_s * 2)

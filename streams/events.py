@@ -68,16 +68,31 @@ class IndexedProduct(BaseModel):
     seller_id: str
     source_event_id: str
     model: str
-    vector_b64: str = Field(repr=False, description="float32 little-endian, base64")
+    vector_b64: str = Field(repr=False, description="image embedding, float32 little-endian, base64")
+    text_vector_b64: str | None = Field(None, repr=False, description="title embedding, same encoding")
+    thumbnail_b64: str | None = Field(None, repr=False, description="small PNG for result pages")
 
     @classmethod
-    def of(cls, listing: ProductListed, vector: np.ndarray, model: str) -> "IndexedProduct":
+    def of(cls, listing: ProductListed, vector: np.ndarray, model: str, text_vector: np.ndarray | None,
+           thumbnail_png: bytes) -> "IndexedProduct":
         fields = listing.model_dump(include={"product_id", "title", "category", "price", "in_stock", "seller_id"})
-        encoded = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-        return cls(**fields, source_event_id=listing.event_id, model=model, vector_b64=encoded)
+        return cls(**fields, source_event_id=listing.event_id, model=model, vector_b64=encode_vector(vector),
+                   text_vector_b64=None if text_vector is None else encode_vector(text_vector),
+                   thumbnail_b64=base64.b64encode(thumbnail_png).decode())
 
     def vector(self) -> np.ndarray:
-        return np.frombuffer(base64.b64decode(self.vector_b64), dtype="<f4").astype(np.float32)
+        return decode_vector(self.vector_b64)
+
+    def text_vector(self) -> np.ndarray | None:
+        return None if self.text_vector_b64 is None else decode_vector(self.text_vector_b64)
+
+
+def encode_vector(vector: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+
+
+def decode_vector(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
 
 
 class ScoredItem(BaseModel):
@@ -97,8 +112,8 @@ class SimilarItems(BaseModel):
 
 class Recommendations(BaseModel):
     user_id: str
-    source_event_id: str
-    strategy: Literal["interests", "popular"]
+    source_event_id: str | None
+    strategy: Literal["interests", "popular", "interests+popular"]
     interests: int
     items: list[ScoredItem]
 
@@ -107,6 +122,24 @@ class SearchResults(BaseModel):
     request_id: str
     user_id: str | None
     items: list[ScoredItem]
+
+
+class ProductActivity(BaseModel):
+    """A shopper action re-keyed by product, with the product's category looked up."""
+
+    product_id: str
+    category: str | None
+    user_id: str
+    action: Action
+    ts: float
+    source_event_id: str
+
+
+class PopularityScore(BaseModel):
+    product_id: str
+    category: str | None
+    score: float = Field(description="Action-weighted count in the window")
+    window_end: float
 
 
 class DeadLetter(BaseModel):

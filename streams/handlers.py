@@ -4,20 +4,23 @@ Agents parse messages, hand the events to these functions in a worker thread, an
 what comes back. Tests call the same functions directly, like bytewax's in-memory sources
 and sinks: the logic is exercised without a broker and the agents stay thin.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TypeVar
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from models.embedders import ImageEmbedder, load_embedder, resolve_spec
-from models.images import BadImage, load_image_ref
-from recommender.interests import UserProfile
+from models.images import BadImage, decode_image, load_image_ref, thumbnail_png
+from models.text import TextEmbedder
+from recommender.interests import Interest, UserProfile
+from recommender.popularity import PopularityBoard
 from recommender.recommend import RecommendationPolicy, recommend, user_interests
 from recommender.settings import Settings
-from recommender.store import Hit, Product, ProductFilter, ProductStore
-from streams.events import (ImageRef, ImageUpload, IndexedProduct, Recommendations, ScoredItem, SearchResults,
+from recommender.store import TEXT, Hit, Product, ProductFilter, ProductStore
+from streams.events import (ImageRef, ImageUpload, IndexedProduct, ProductActivity, ProductListed, Recommendations, ScoredItem, SearchResults,
                             ShopperAction, SimilarItems)
 
 
@@ -68,13 +71,23 @@ class Services:
         return load_embedder(self.settings.embedder, self.settings.torch_threads, self.settings.forward_batch)
 
     @cached_property
+    def popularity(self) -> PopularityBoard:
+        return PopularityBoard()
+
+    @cached_property
+    def text_embedder(self) -> TextEmbedder | None:
+        if self.settings.text_embedder == "none":
+            return None
+        return TextEmbedder(self.settings.text_embedder, self.settings.torch_threads)
+
+    @cached_property
     def store(self) -> ProductStore:
         spec = resolve_spec(self.settings.embedder)
         return ProductStore.from_settings(self.settings, spec.name, spec.dim)
 
 
-def embed_images(services: Services, events: list[I]) -> tuple[list[I], np.ndarray, list[tuple[I, str]]]:
-    """Decode and embed the events' images: (usable events, their vectors, rejected with reason)."""
+def decode_images(services: Services, events: list[I]) -> tuple[list[I], list[Image.Image], list[tuple[I, str]]]:
+    """The events whose image decodes, their images, and the rest with the reason."""
     s = services.settings
     usable, images, rejected = [], [], []
     for event in events:
@@ -84,7 +97,26 @@ def embed_images(services: Services, events: list[I]) -> tuple[list[I], np.ndarr
             usable.append(event)
         except BadImage as error:
             rejected.append((event, str(error)))
-    return usable, services.embedder.embed(images), rejected
+    return usable, images, rejected
+
+
+def embed_uploads(services: Services, uploads: list[ImageUpload]
+                  ) -> tuple[list[tuple[ImageUpload, np.ndarray]], list[tuple[ImageUpload, str]]]:
+    """Uploads paired with their photo's embedding; rejected uploads with the reason."""
+    usable, images, rejected = decode_images(services, uploads)
+    return list(zip(usable, services.embedder.embed(images))), rejected
+
+
+def embed_listings(services: Services, listings: list[ProductListed]
+                   ) -> tuple[list[IndexedProduct], list[tuple[ProductListed, str]]]:
+    """Listings with image and title embeddings and a thumbnail; rejected listings with the reason."""
+    usable, images, rejected = decode_images(services, listings)
+    vectors = services.embedder.embed(images)
+    text = services.text_embedder
+    text_vectors = text.embed([listing.title for listing in usable]) if text else [None] * len(usable)
+    indexed = [IndexedProduct.of(listing, vector, services.embedder.name, text_vector, thumbnail_png(image))
+               for listing, image, vector, text_vector in zip(usable, images, vectors, text_vectors)]
+    return indexed, rejected
 
 
 def materialize(services: Services, indexed: list[IndexedProduct]) -> tuple[list[IndexedProduct], np.ndarray]:
@@ -93,7 +125,8 @@ def materialize(services: Services, indexed: list[IndexedProduct]) -> tuple[list
     current = [item for item in indexed if item.model == store.model]
     vectors = np.stack([item.vector() for item in current]) if current else np.zeros((0, 0), np.float32)
     store.upsert_products([Product(product_id=i.product_id, title=i.title, price=i.price, category=i.category,
-                                   in_stock=i.in_stock, seller_id=i.seller_id) for i in current], vectors)
+                                   in_stock=i.in_stock, seller_id=i.seller_id, thumbnail_b64=i.thumbnail_b64)
+                           for i in current], vectors, [item.text_vector() for item in current])
     return current, vectors
 
 
@@ -139,28 +172,107 @@ def _refresh_neighbours(services: Services, listings: list[IndexedProduct], hit_
 
 
 def record_action(services: Services, profile_json: dict | None, action: ShopperAction
-                  ) -> tuple[dict, Recommendations]:
+                  ) -> tuple[dict, Recommendations, ProductActivity]:
     """Add the action to the user's profile and recommend from the updated interests."""
     store = services.store
-    if action.product_id not in store.get_products([action.product_id]):
+    known = store.get_products([action.product_id])
+    if action.product_id not in known:
         raise Rejected(f"unknown product_id {action.product_id!r}")
     profile = UserProfile.from_json(profile_json).record(action.product_id, action.action, action.ts,
                                                          services.settings.profile_max_actions)
     # Decay is measured from the newest event, not the wall clock, so a replay gives the same result.
     now = max(record.ts for record in profile.actions)
-    interests = user_interests(store, profile, now, services.policy)
-    hits = recommend(store, profile, interests, services.policy)
+    interests, recommendations = recommend_for_user(services, action.user_id, profile, now, action.event_id)
     store.save_user(action.user_id, np.stack([interest.vector for interest in interests]),
-                    [hit.product.product_id for hit in hits], now)
-    return profile.to_json(), Recommendations(user_id=action.user_id, source_event_id=action.event_id,
-                                              strategy="interests", interests=len(interests), items=scored(hits))
+                    [item.product_id for item in recommendations.items], now)
+    activity = ProductActivity(product_id=action.product_id, category=known[action.product_id][0].category,
+                               user_id=action.user_id, action=action.action, ts=action.ts,
+                               source_event_id=action.event_id)
+    return profile.to_json(), recommendations, activity
 
 
-def search_uploads(services: Services, uploads: list[ImageUpload], vectors: np.ndarray) -> list[SearchResults]:
+def recommend_for_user(services: Services, user_id: str, profile: UserProfile, now: float,
+                       source_event_id: str | None = None, k: int | None = None,
+                       product_filter: ProductFilter = ProductFilter()) -> tuple[list[Interest], Recommendations]:
+    """Interest-based picks, topped up with popular items when they run short (or the user is new)."""
+    policy = services.policy if k is None else replace(services.policy, k=k)
+    interests = user_interests(services.store, profile, now, policy)
+    hits = recommend(services.store, profile, interests, policy, product_filter)
+    if len(hits) < policy.k:
+        excluded = profile.purchased | profile.seen() | {hit.product.product_id for hit in hits}
+        popular = popular_hits(services, policy.k - len(hits), now, replace(
+            product_filter, exclude_ids=product_filter.exclude_ids | excluded))
+        strategy = "interests+popular" if hits and popular else ("interests" if hits else "popular")
+        hits += popular
+    else:
+        strategy = "interests"
+    return interests, Recommendations(user_id=user_id, source_event_id=source_event_id, strategy=strategy,
+                                      interests=len(interests), items=scored(hits))
+
+
+def popular_hits(services: Services, k: int, now: float, product_filter: ProductFilter) -> list[Hit]:
+    """The most popular products in the current window that pass the filter, best first."""
+    candidates = services.popularity.top(k * 3 + len(product_filter.exclude_ids), now,
+                                         category=product_filter.category, exclude=product_filter.exclude_ids)
+    products = services.store.get_products([item.product_id for item in candidates])
+    hits = [Hit(products[item.product_id][0], item.score) for item in candidates
+            if item.product_id in products and product_filter.accepts(products[item.product_id][0])]
+    return hits[:k]
+
+
+def search_uploads(services: Services, embedded: list[tuple[ImageUpload, np.ndarray]]) -> list[SearchResults]:
     results = []
-    for upload, vector in zip(uploads, vectors):
+    for upload, vector in embedded:
         product_filter = ProductFilter(category=upload.category, max_price=upload.max_price)
         hits = services.store.search(vector[None], limit=upload.k, product_filter=product_filter)[0]
         results.append(SearchResults(request_id=upload.event_id, user_id=upload.user_id, items=scored(hits)))
     return results
 
+
+
+def health(services: Services, catalog_loaded: bool) -> dict:
+    """"ok" once the catalog is loaded and the store answers; what is wrong otherwise."""
+    if not catalog_loaded:
+        return {"status": "starting", "catalog_loaded": False}
+    try:
+        products = services.store.count()
+    except Exception as error:  # any store failure makes the worker unhealthy, whatever its type
+        return {"status": "degraded", "catalog_loaded": True, "store": f"unavailable: {type(error).__name__}"}
+    return {"status": "ok", "catalog_loaded": True, "store": "ok", "products": products,
+            "popular_items": len(services.popularity)}
+
+
+class UnknownId(LookupError):
+    """A query named a product that is not in the catalog (HTTP 404)."""
+
+
+def similar_to_product(services: Services, product_id: str, k: int, product_filter: ProductFilter) -> list[Hit]:
+    found = services.store.get_products([product_id], with_vectors=True)
+    if product_id not in found:
+        raise UnknownId(f"unknown product_id {product_id!r}")
+    own = replace(product_filter, exclude_ids=product_filter.exclude_ids | {product_id})
+    return services.store.search(found[product_id][1][None], k, own)[0]
+
+
+def embed_photo(services: Services, data: bytes) -> np.ndarray:
+    """One uploaded photo's embedding; raises BadImage with the reason."""
+    s = services.settings
+    image = decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+    return services.embedder.embed([image])[0]
+
+
+def embed_query_text(services: Services, text: str) -> np.ndarray:
+    if services.text_embedder is None:
+        raise Rejected("keyword search is off (VR_TEXT_EMBEDDER=none)")
+    return services.text_embedder.embed([text])[0]
+
+
+def search_products(services: Services, k: int, product_filter: ProductFilter, image_vector: np.ndarray | None,
+                    text_vector: np.ndarray | None) -> list[Hit]:
+    """By photo, by keywords, or both fused."""
+    store = services.store
+    if image_vector is not None and text_vector is not None:
+        return store.search_fused(image_vector, text_vector, k, product_filter)
+    if image_vector is not None:
+        return store.search(image_vector[None], k, product_filter)[0]
+    return store.search(text_vector[None], k, product_filter, using=TEXT)[0]

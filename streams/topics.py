@@ -34,9 +34,14 @@ SIMILAR_ITEMS = TopicSpec("recs.similar-items", "similar products per product (o
 RECOMMENDATIONS = TopicSpec("recs.user-recommendations", "you-may-also-like per user (output)", "user_id",
                             compacted=True)
 SEARCH_RESULTS = TopicSpec("recs.search-results", "results of photo searches (output)", "request id")
+PRODUCT_ACTIONS = TopicSpec("analytics.product-actions", "shopper actions with the product's category, re-keyed "
+                            "by product (output; input of the popularity and analytics agents)", "product_id")
+POPULARITY = TopicSpec("analytics.popularity", "windowed popularity score per product (output; compacted)",
+                       "product_id", compacted=True)
 DEAD_LETTERS = TopicSpec("dead-letters", "rejected input with the reason (output)", "source topic")
 
-ALL_TOPICS = (CATALOG, CATALOG_VECTORS, ACTIONS, UPLOADS, SIMILAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS, DEAD_LETTERS)
+ALL_TOPICS = (CATALOG, CATALOG_VECTORS, ACTIONS, UPLOADS, SIMILAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS,
+              PRODUCT_ACTIONS, POPULARITY, DEAD_LETTERS)
 
 
 def topic_name(spec: TopicSpec, settings: Settings) -> str:

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from infra.local_broker import free_port, start_broker, stop_broker, wait_for_port
+from recommender.demo_data import demo_catalog
 from recommender.settings import Settings
+from streams import topics
+from streams.client import TopicReader, produce
 from streams.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,3 +98,24 @@ def running_worker(settings: Settings, log_dir: Path) -> Iterator[Worker]:
         yield worker
     finally:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return demo_catalog(200)
+
+
+@pytest.fixture(scope="session")
+def shop(broker_url, catalog, tmp_path_factory):
+    """One worker with the demo catalog indexed, shared by the pipeline and API tests.
+
+    Yields (settings, the similar-items messages of the initial indexing, the worker).
+    """
+    settings = isolated_settings(broker_url)
+    with running_worker(settings, tmp_path_factory.mktemp("logs")) as worker:
+        produce(settings, topics.CATALOG, [(p.product_id, p.listing()) for p in catalog])
+        reader = TopicReader(settings, topics.SIMILAR_ITEMS)
+        wanted = {p.product_id for p in catalog}
+        reader.until(lambda messages: wanted <= {m["product_id"] for m in messages}, timeout_s=300)
+        reader.close()
+        yield settings, reader.messages, worker

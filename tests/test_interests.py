@@ -48,7 +48,7 @@ def test_clusters_merge_down_to_the_interest_limit():
 
 
 @pytest.mark.parametrize("weights, k, expected", [
-    ([1.0], 10, [10]), ([3.0, 1.0], 10, [8, 2]), ([1.0, 1.0, 1.0], 10, [4, 3, 3]), ([100.0, 1.0, 1.0], 5, [3, 1, 1]),
+    ([1.0], 10, [10]), ([3.0, 1.0], 10, [8, 2]), ([0.0, 0.0], 10, [5, 5]), ([1.0, 1.0, 1.0], 10, [4, 3, 3]), ([100.0, 1.0, 1.0], 5, [3, 1, 1]),
 ])
 def test_slots_follow_weights_and_every_interest_gets_one(weights, k, expected):
     slots = allocate_slots(weights, k)
@@ -61,3 +61,4 @@ def test_mmr_trades_relevance_for_diversity():
     relevance = np.array([0.9, 0.89, 0.88, 0.7])
     assert mmr(relevance, vectors, 2, trade_off=1.0) == [0, 1]
     assert mmr(relevance, vectors, 2, trade_off=0.5) == [0, 3]
+

@@ -10,28 +10,8 @@ from models.images import encode_png
 from recommender.demo_data import demo_catalog, shopping_session
 from streams import topics
 from streams.client import TopicReader, produce
-from tests.conftest import isolated_settings, running_worker
 
 pytestmark = pytest.mark.integration
-CATALOG_SIZE = 200
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return demo_catalog(CATALOG_SIZE)
-
-
-@pytest.fixture(scope="module")
-def shop(broker_url, catalog, tmp_path_factory):
-    """A worker with the demo catalog indexed; yields (settings, similar-items messages)."""
-    settings = isolated_settings(broker_url)
-    with running_worker(settings, tmp_path_factory.mktemp("logs")) as worker:
-        produce(settings, topics.CATALOG, [(p.product_id, p.listing()) for p in catalog])
-        reader = TopicReader(settings, topics.SIMILAR_ITEMS)
-        wanted = {p.product_id for p in catalog}
-        reader.until(lambda messages: wanted <= {m["product_id"] for m in messages}, timeout_s=240)
-        yield settings, reader.messages, worker
-        reader.close()
 
 
 def by_id(catalog):

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from recommender.edge_store import EdgeClient
 from recommender.store import Product, ProductFilter, ProductStore
 
-BACKENDS = ["memory", "path"] + (["server"] if os.environ.get("VR_TEST_QDRANT_URL") else [])
+BACKENDS = ["memory", "path", "edge"] + (["server"] if os.environ.get("VR_TEST_QDRANT_URL") else [])
 DIM = 8
 
 
@@ -18,6 +19,8 @@ def store(request, tmp_path):
         client = QdrantClient(location=":memory:")
     elif request.param == "path":
         client = QdrantClient(path=str(tmp_path / "qdrant"))
+    elif request.param == "edge":
+        client = EdgeClient(tmp_path / "qdrant-edge")
     else:
         client = QdrantClient(url=os.environ["VR_TEST_QDRANT_URL"])
     prefix = f"t{os.getpid()}{tmp_path.name[-6:]}_"
@@ -92,3 +95,12 @@ def test_alias_switch_moves_reads_to_the_new_model(store):
     newer.upsert_products(products[:2], vectors[:2])
     newer.switch_alias(newer.collection)
     assert store.count() == 2
+
+
+def test_filter_accepts_exactly_what_the_store_query_returns(store):
+    products, vectors = catalog(np.random.default_rng(5))
+    store.upsert_products(products, vectors)
+    for product_filter in (ProductFilter(), ProductFilter(category="bag", max_price=60),
+                           ProductFilter(in_stock_only=False, exclude_ids=frozenset({"p0", "p3"}))):
+        returned = {hit.product.product_id for hit in store.search(vectors[0], 10, product_filter)[0]}
+        assert returned == {p.product_id for p in products if product_filter.accepts(p)}
