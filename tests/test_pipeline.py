@@ -136,3 +136,39 @@ def test_malformed_events_go_to_dead_letters_and_the_worker_keeps_going(shop, ca
     TopicReader(settings, topics.RECOMMENDATIONS).until(
         lambda ms: any(m["source_event_id"] == "late-1" for m in ms), 60)
     assert worker.alive()
+
+
+def test_a_user_with_two_tastes_gets_both(shop, catalog):
+    settings, _, _ = shop
+    session = shopping_session("two-tastes", catalog, ["Bag", "Sneaker"], 10, random.Random(5), 3_000.0)
+    produce(settings, topics.ACTIONS, [(e["user_id"], e) for e in session])
+    reader = TopicReader(settings, topics.RECOMMENDATIONS)
+    latest = reader.until(lambda ms: any(m["source_event_id"] == session[-1]["event_id"] for m in ms), 60)
+    latest = [m for m in latest if m["source_event_id"] == session[-1]["event_id"]][0]
+    categories = Counter(item["category"] for item in latest["items"])
+    assert latest["interests"] >= 2
+    assert categories["Bag"] >= 2 and categories["Sneaker"] + categories["Ankle boot"] + categories["Sandal"] >= 2, \
+        categories
+    reader.close()
+
+
+def test_out_of_stock_products_disappear_from_results(shop, catalog):
+    settings, _, _ = shop
+    product = catalog[30]
+    sold_out = {**product.listing(in_stock=False), "event_id": "sold-out-1"}
+    produce(settings, topics.CATALOG, [(product.product_id, sold_out)])
+    TopicReader(settings, topics.SIMILAR_ITEMS).until(
+        lambda ms: any(m["source_event_id"] == "sold-out-1" for m in ms), 60)
+    upload = {"event_id": "find-sold-out", "image_b64": sold_out["image_b64"], "k": 10}
+    viewer = {"event_id": "view-twin", "user_id": "stock-watcher", "action": "view",
+              "product_id": next(p.product_id for p in catalog if p.category == product.category and p is not product)}
+    produce(settings, topics.UPLOADS, [("find-sold-out", upload)])
+    produce(settings, topics.ACTIONS, [("stock-watcher", viewer)])
+    results = TopicReader(settings, topics.SEARCH_RESULTS).until(
+        lambda ms: any(m["request_id"] == "find-sold-out" for m in ms), 60)
+    found = [m for m in results if m["request_id"] == "find-sold-out"][0]
+    assert len(found["items"]) == 10 and product.product_id not in {i["product_id"] for i in found["items"]}
+    recommendations = TopicReader(settings, topics.RECOMMENDATIONS).until(
+        lambda ms: any(m["source_event_id"] == "view-twin" for m in ms), 60)
+    latest = [m for m in recommendations if m["source_event_id"] == "view-twin"][0]
+    assert product.product_id not in {i["product_id"] for i in latest["items"]}
