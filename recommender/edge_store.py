@@ -156,6 +156,23 @@ class EdgeClient:
             for request in requests])
         return [SimpleNamespace(points=points) for points in self._shard(collection_name).query_batch(batch)]
 
+    def query_points(self, collection_name: str, prefetch: list[qm.Prefetch], query: qm.FusionQuery, limit: int,
+                     with_payload: bool = True) -> SimpleNamespace:
+        """Prefetched nearest-neighbour lists merged by fusion (the only multi-stage query the store makes)."""
+        if not isinstance(query, qm.FusionQuery) or query.fusion != qm.Fusion.RRF:
+            raise NotImplementedError(f"{query!r} has no Qdrant Edge translation yet")
+        stages = [edge.Prefetch(limit=stage.limit, query=edge.Query.Nearest(stage.query, using=stage.using),
+                                filter=_filter(stage.filter)) for stage in prefetch]
+        # k=2 is Qdrant's own default for RRF, so results match the other backends.
+        request = edge.QueryRequest(limit=limit, query=edge.Fusion.Rrf(k=2), prefetches=stages,
+                                    with_payload=with_payload)
+        return SimpleNamespace(points=self._shard(collection_name).query(request))
+
+    def scroll(self, collection_name: str, limit: int, offset=None, with_payload: bool = True,
+               scroll_filter: qm.Filter | None = None) -> tuple[list[edge.Record], object]:
+        return self._shard(collection_name).scroll(edge.ScrollRequest(
+            offset=offset, limit=limit, filter=_filter(scroll_filter), with_payload=with_payload))
+
     # maintenance ------------------------------------------------------------------------------
     def optimize(self) -> None:
         """Build HNSW indexes (and merge segments) in every open collection; blocks until done."""
