@@ -5,6 +5,7 @@ and an embedded Qdrant store under ``var/``.
 """
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,10 +20,11 @@ class Settings(BaseSettings):
     kafka_replication: int = Field(1, ge=1, description="Replication factor of created topics")
     topic_prefix: str = Field("", description="Prepended to every topic name (lets tests share one broker)")
     app_id: str = Field("visual-recs", description="Faust app id = consumer group and changelog prefix")
-    kafka_security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
+    kafka_security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$",
+                                         description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     kafka_sasl_mechanism: str = Field("PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = Field(None, repr=False)
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: str | None = Field(None, repr=False, description="SASL password")
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle for TLS; system CAs when unset")
     max_message_bytes: int = Field(8_000_000, description="Larger events go to the dead-letter topic unread")
 
@@ -57,7 +59,12 @@ class Settings(BaseSettings):
     max_interests: int = Field(3, ge=1, description="Interest clusters per user")
 
     # HTTP
+    admin_token: str | None = Field(None, repr=False, description="Bearer token for /api/admin/*; unset = admin API off")
     web_port: int = Field(6066, description="Worker web port (query API, metrics, demo page)")
+
+    # Operations
+    log_format: Literal["text", "json"] = Field("text", description="Worker log lines: 'text' for people, "
+                                                "'json' for one JSON object per line (log collectors)")
 
 
 @lru_cache

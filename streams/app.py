@@ -3,6 +3,7 @@ import faust
 
 from recommender.settings import get_settings
 from streams import topics
+from streams.logs import worker_logging_config
 
 settings = get_settings()
 
@@ -28,6 +29,7 @@ app = faust.App(
     web_port=settings.web_port,
     web_host="127.0.0.1",
     consumer_auto_offset_reset="earliest",
+    logging_config=worker_logging_config(settings),
     autodiscover=False,
 )
 
