@@ -173,6 +173,9 @@ class EdgeClient:
         return self._shard(collection_name).scroll(edge.ScrollRequest(
             offset=offset, limit=limit, filter=_filter(scroll_filter), with_payload=with_payload))
 
+    def facet(self, collection_name: str, key: str, limit: int = 10, exact: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(hits=self._shard(collection_name).facet(edge.FacetRequest(key, limit, exact)).hits)
+
     # maintenance ------------------------------------------------------------------------------
     def optimize(self) -> None:
         """Build HNSW indexes (and merge segments) in every open collection; blocks until done."""

@@ -182,6 +182,11 @@ class ProductStore:
             scroll_filter=ProductFilter(category=category, in_stock_only=False).to_qdrant())
         return [_product(record.payload) for record in records], None if next_offset is None else str(next_offset)
 
+    def categories(self) -> dict[str, int]:
+        """Number of products in each category (a facet count: the server answers from its keyword index)."""
+        response = self.client.facet(self.products, key="category", limit=1000, exact=True)
+        return {hit.value: hit.count for hit in response.hits}
+
     # users ----------------------------------------------------------------------------------
     def save_user(self, user_id: str, interests: np.ndarray, recommended: Sequence[str], updated_at: float) -> None:
         self.client.upsert(self.users, points=[qm.PointStruct(

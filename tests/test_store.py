@@ -104,3 +104,9 @@ def test_filter_accepts_exactly_what_the_store_query_returns(store):
                            ProductFilter(in_stock_only=False, exclude_ids=frozenset({"p0", "p3"}))):
         returned = {hit.product.product_id for hit in store.search(vectors[0], 10, product_filter)[0]}
         assert returned == {p.product_id for p in products if product_filter.accepts(p)}
+
+
+def test_categories_count_the_products_of_each(store):
+    products, vectors = catalog(np.random.default_rng(4))
+    store.upsert_products(products, vectors)
+    assert store.categories() == {"shoe": 5, "bag": 5}
