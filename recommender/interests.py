@@ -38,8 +38,14 @@ class UserProfile:
         return cls(tuple(ActionRecord(*row) for row in data["actions"]), frozenset(data["purchased"]))
 
     def record(self, product_id: str, action: str, ts: float, max_actions: int) -> "UserProfile":
+        new = ActionRecord(product_id, action, ts)
+        # Delivery is at-least-once: after a crash the events since the last commit come again,
+        # and the profile may already hold them. Recording one twice must change nothing.
+        # (One too old to be kept is trimmed again below, so the window alone suffices.)
+        if new in self.actions:
+            return self
         # Late events are kept in time order so decay and "most recent" stay meaningful.
-        actions = sorted((*self.actions, ActionRecord(product_id, action, ts)), key=lambda a: a.ts)[-max_actions:]
+        actions = sorted((*self.actions, new), key=lambda a: a.ts)[-max_actions:]
         purchased = self.purchased | {product_id} if action == "purchase" else self.purchased
         return UserProfile(tuple(actions), purchased)
 

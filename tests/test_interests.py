@@ -30,6 +30,20 @@ def test_profile_keeps_recent_actions_in_time_order_and_remembers_purchases():
     assert profile.purchased == {"a"} and profile.seen() == {"z"}
 
 
+def test_recording_a_redelivered_event_changes_nothing():
+    events = [("a", "view", 1.0), ("b", "purchase", 2.0), ("c", "click", 3.0), ("d", "view", 4.0)]
+    once = UserProfile()
+    for event in events:
+        once = once.record(*event, max_actions=3)
+    # A crash after "c" was applied but before its offset was committed: "b" and "c" come again.
+    twice = UserProfile()
+    for event in events[:3] + events[1:]:
+        twice = twice.record(*event, max_actions=3)
+    assert twice == once
+    # The same product viewed again later is a new action, not a duplicate.
+    assert len(once.record("d", "view", 5.0, max_actions=4).actions) == 4
+
+
 def test_two_tastes_stay_two_interests_with_real_items_as_medoids():
     shoes = [unit(1, 0.1 * i, 0) for i in range(3)]
     bags = [unit(0, 0.1 * i, 1) for i in range(2)]
