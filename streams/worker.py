@@ -1,0 +1,8 @@
+"""The Faust app with everything a worker runs: agents, timers and web pages.
+
+Importing a module registers what it declares on the app, so the worker imports them all here.
+"""
+from streams import agents, monitoring, web  # noqa: F401  (importing registers them)
+from streams.app import app
+
+__all__ = ["app"]
