@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from recommender.interests import ACTION_WEIGHTS
 from recommender.popularity import PopularItem
-from streams import handlers, metrics, topics
+from streams import handlers, metrics, retry, topics
 from streams.app import (actions_topic, app, catalog_topic, catalog_vectors_topic, dead_letters_topic, popularity,
                          popularity_topic, product_actions_topic, profiles, recommendations_topic,
                          search_results_topic, settings, similar_items_topic, uploads_topic)
@@ -33,10 +33,17 @@ store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
 catalog_loaded = asyncio.Event()
 # Latest popularity score per product, sent once a second rather than once per action.
 pending_popularity: dict[str, PopularityScore] = {}
+# Set while store calls fail with transient errors and are being retried; /health reports it.
+store_outage = retry.Outage("vector store")
 
 
 async def in_thread(executor: ThreadPoolExecutor, function, *args):
     return await asyncio.get_running_loop().run_in_executor(executor, partial(function, *args))
+
+
+async def in_store_thread(function, *args):
+    """A call that uses the store, in the store thread, retried for as long as the store is unreachable."""
+    return await retry.retry_transient(lambda: in_thread(store_thread, function, *args), store_outage)
 
 
 def _coordinates(event: EventT) -> str:
@@ -56,7 +63,8 @@ async def dead_letter(event: EventT, reason: str, agent: str, error: str = "Reje
     key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else message.key
     value = message.value if isinstance(message.value, bytes) else b""
     letter = DeadLetter(topic=message.topic, partition=message.partition, offset=message.offset, key=key,
-                        reason=reason, error=error, payload_preview=value[:200].decode("utf-8", "replace"))
+                        source_event_id=_coordinates(event), reason=reason, error=error,
+                        payload_preview=value[:200].decode("utf-8", "replace"))
     log.warning("dead letter from %s: %s", _coordinates(event), reason)
     metrics.EVENTS.labels(agent, "dead_letter").inc()
     await emit(dead_letters_topic, message.topic, letter, agent)
@@ -86,12 +94,46 @@ async def embed_batch(events: list[EventT], model, embed, agent: str):
     return embedded
 
 
+async def process_or_dead_letter(events: list[EventT], agent: str,
+                                 process: Callable[[list[EventT]], Awaitable[None]]) -> None:
+    """Run ``process`` on a batch so that no exception leaves the agent.
+
+    faust acks a batch even when the agent body raises (see ``streams.retry``), so an
+    escaped error would lose the whole batch. Transient errors are retried inside
+    ``process``; anything else is a poison event or a bug. Then the batch runs again event
+    by event, and only the events that fail on their own go to dead letters; the others may
+    be emitted twice, which at-least-once delivery allows.
+    """
+    try:
+        await process(events)
+    except Exception as error:
+        if len(events) > 1:
+            for event in events:
+                await process_or_dead_letter([event], agent, process)
+            return
+        log.exception("%s failed on %s", agent, _coordinates(events[0]))
+        await dead_letter(events[0], f"internal error: {type(error).__name__}", agent, "InternalError")
+
+
+async def ingest_listings(events: list[EventT]) -> None:
+    for indexed in await embed_batch(events, ProductListed, handlers.embed_listings, "ingest_catalog"):
+        await emit(catalog_vectors_topic, indexed.product_id, indexed, "ingest_catalog")
+
+
 @app.agent(catalog_topic)
 async def ingest_catalog(stream):
     """Listings -> embeddings on ``catalog.vectors`` (the CNN runs once per listing, on one worker)."""
     async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
-        for indexed in await embed_batch(events, ProductListed, handlers.embed_listings, "ingest_catalog"):
-            await emit(catalog_vectors_topic, indexed.product_id, indexed, "ingest_catalog")
+        await process_or_dead_letter(events, "ingest_catalog", ingest_listings)
+
+
+async def index_vectors(events: list[EventT]) -> None:
+    indexed = [item for item, _ in await parse_batch(events, IndexedProduct, "index_catalog")]
+    with metrics.STAGE_SECONDS.labels("index_catalog.store").time():
+        outputs = await in_store_thread(handlers.index_products, services, indexed)
+    metrics.EVENTS.labels("index_catalog", "ok").inc(len(indexed))
+    for similar in outputs:
+        await emit(similar_items_topic, similar.product_id, similar, "index_catalog")
 
 
 @app.agent(catalog_vectors_topic)
@@ -99,27 +141,15 @@ async def index_catalog(stream):
     """Embedded products -> store, and similar items for them and their new neighbours."""
     await catalog_loaded.wait()
     async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
-        indexed = [item for item, _ in await parse_batch(events, IndexedProduct, "index_catalog")]
-        with metrics.STAGE_SECONDS.labels("index_catalog.store").time():
-            outputs = await in_thread(store_thread, handlers.index_products, services, indexed)
-        metrics.EVENTS.labels("index_catalog", "ok").inc(len(indexed))
-        for similar in outputs:
-            await emit(similar_items_topic, similar.product_id, similar, "index_catalog")
+        await process_or_dead_letter(events, "index_catalog", index_vectors)
 
 
-@app.agent(actions_topic)
-async def track_actions(stream):
-    """Action -> profile table -> recommendations (and the action re-keyed by product for analytics)."""
-    await catalog_loaded.wait()
-    async for event in stream.events():
-        parsed = await parse_batch([event], ShopperAction, "track_actions")
-        if not parsed:
-            continue
-        action = parsed[0][0]
+async def recommend_after_actions(events: list[EventT]) -> None:
+    for action, event in await parse_batch(events, ShopperAction, "track_actions"):
         try:
             with metrics.STAGE_SECONDS.labels("track_actions.recommend").time():
-                profile, recommendations, activity = await in_thread(
-                    store_thread, handlers.record_action, services, profiles[action.user_id], action)
+                profile, recommendations, activity = await in_store_thread(
+                    handlers.record_action, services, profiles[action.user_id], action)
         except handlers.Rejected as error:
             await dead_letter(event, str(error), "track_actions")
             continue
@@ -129,20 +159,29 @@ async def track_actions(stream):
         await emit(product_actions_topic, activity.product_id, activity, "track_actions")
 
 
-@app.agent(product_actions_topic)
-async def count_popularity(stream):
-    """Action-weighted counts per product in hopping windows; the scores feed cold-start lists."""
+@app.agent(actions_topic)
+async def track_actions(stream):
+    """Action -> profile table -> recommendations (and the action re-keyed by product for analytics)."""
+    await catalog_loaded.wait()
     async for event in stream.events():
-        parsed = await parse_batch([event], ProductActivity, "count_popularity")
-        if not parsed:
-            continue
-        activity = parsed[0][0]
+        await process_or_dead_letter([event], "track_actions", recommend_after_actions)
+
+
+async def count_activities(events: list[EventT]) -> None:
+    for activity, event in await parse_batch(events, ProductActivity, "count_popularity"):
         popularity[activity.product_id] += ACTION_WEIGHTS[activity.action]
         _, window_end = popularity.table.window.current(event.message.timestamp)
         pending_popularity[activity.product_id] = PopularityScore(
             product_id=activity.product_id, category=activity.category, window_end=window_end,
-            score=popularity[activity.product_id].current())
+            score=popularity[activity.product_id].current(), source_event_id=activity.source_event_id)
         metrics.EVENTS.labels("count_popularity", "ok").inc()
+
+
+@app.agent(product_actions_topic)
+async def count_popularity(stream):
+    """Action-weighted counts per product in hopping windows; the scores feed cold-start lists."""
+    async for event in stream.events():
+        await process_or_dead_letter([event], "count_popularity", count_activities)
 
 
 @app.timer(1.0)
@@ -153,15 +192,19 @@ async def publish_popularity() -> None:
         await emit(popularity_topic, score.product_id, score, "count_popularity")
 
 
+async def answer_uploads(events: list[EventT]) -> None:
+    embedded = await embed_batch(events, ImageUpload, handlers.embed_uploads, "search_by_photo")
+    with metrics.STAGE_SECONDS.labels("search_by_photo.search").time():
+        results = await in_store_thread(handlers.search_uploads, services, embedded)
+    for (upload, _), result in zip(embedded, results):
+        await emit(search_results_topic, result.request_id, result, "search_by_photo", upload.ts)
+
+
 @app.agent(uploads_topic)
 async def search_by_photo(stream):
     await catalog_loaded.wait()
     async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
-        embedded = await embed_batch(events, ImageUpload, handlers.embed_uploads, "search_by_photo")
-        with metrics.STAGE_SECONDS.labels("search_by_photo.search").time():
-            results = await in_thread(store_thread, handlers.search_uploads, services, embedded)
-        for (upload, _), result in zip(embedded, results):
-            await emit(search_results_topic, result.request_id, result, "search_by_photo", upload.ts)
+        await process_or_dead_letter(events, "search_by_photo", answer_uploads)
 
 
 async def follow_compacted(spec: topics.TopicSpec, model: type[BaseModel],

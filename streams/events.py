@@ -120,6 +120,7 @@ class Recommendations(BaseModel):
 
 class SearchResults(BaseModel):
     request_id: str
+    source_event_id: str = Field(description="The upload's event id, like request_id; the same field on every output")
     user_id: str | None
     items: list[ScoredItem]
 
@@ -140,6 +141,7 @@ class PopularityScore(BaseModel):
     category: str | None
     score: float = Field(description="Action-weighted count in the window")
     window_end: float
+    source_event_id: str = Field(description="The last action counted in this score")
 
 
 class DeadLetter(BaseModel):
@@ -147,6 +149,8 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     key: str | None
+    source_event_id: str = Field(description="topic:partition:offset of the rejected message (its own id may be "
+                                 "unreadable)")
     reason: str
     error: str
     payload_preview: str = Field(description="First bytes of the payload, decoded with replacement characters")

@@ -225,15 +225,21 @@ def search_uploads(services: Services, embedded: list[tuple[ImageUpload, np.ndar
     for upload, vector in embedded:
         product_filter = ProductFilter(category=upload.category, max_price=upload.max_price)
         hits = services.store.search(vector[None], limit=upload.k, product_filter=product_filter)[0]
-        results.append(SearchResults(request_id=upload.event_id, user_id=upload.user_id, items=scored(hits)))
+        results.append(SearchResults(request_id=upload.event_id, source_event_id=upload.event_id,
+                                     user_id=upload.user_id, items=scored(hits)))
     return results
 
 
 
-def health(services: Services, catalog_loaded: bool) -> dict:
-    """"ok" once the catalog is loaded and the store answers; what is wrong otherwise."""
+def health(services: Services, catalog_loaded: bool, store_outage: str | None = None) -> dict:
+    """"ok" once the catalog is loaded and the store answers; what is wrong otherwise.
+
+    ``store_outage`` is the reason the agents are retrying store calls, if they are.
+    """
     if not catalog_loaded:
         return {"status": "starting", "catalog_loaded": False}
+    if store_outage is not None:
+        return {"status": "degraded", "catalog_loaded": True, "store": store_outage}
     try:
         products = services.store.count()
     except Exception as error:  # any store failure makes the worker unhealthy, whatever its type

@@ -4,10 +4,12 @@ Requests are validated with pydantic and answered with JSON; bad requests get a 
 message that names the problem, never a traceback. Recommendation requests are routed to
 the worker that owns the user's profile partition.
 """
+import logging
 import time
 from dataclasses import asdict
 from typing import TypeVar
 
+from aiohttp.web import HTTPException
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
@@ -16,9 +18,11 @@ from models.images import BadImage
 from recommender.interests import UserProfile
 from recommender.store import Hit, ProductFilter
 from streams import handlers, metrics
-from streams.agents import catalog_loaded, cnn_thread, in_thread, services, store_thread
+from streams.agents import catalog_loaded, cnn_thread, in_thread, services, store_outage, store_thread
 from streams.app import app, profiles, settings
+from streams.retry import is_transient
 
+log = logging.getLogger(__name__)
 Q = TypeVar("Q", bound=BaseModel)
 # aiohttp refuses bodies over 1 MiB by default; photos may be as large as the image limit.
 app.web.web_app._client_max_size = settings.max_image_bytes + 64 * 1024
@@ -77,7 +81,8 @@ async def items(hits: list[Hit], query: ListQuery) -> list[dict]:
 
 
 class ApiView(View):
-    """Turns BadRequest and known domain errors into JSON 4xx responses."""
+    """Turns BadRequest and known domain errors into JSON 4xx responses, and anything else into
+    a JSON 503 or 500 that says nothing about internals (no traceback, no exception message)."""
 
     async def dispatch(self, request):
         try:
@@ -90,6 +95,13 @@ class ApiView(View):
             return self.json({"error": str(error)}, status=404)
         except (BadImage, handlers.Rejected) as error:
             return self.json({"error": str(error)}, status=422)
+        except HTTPException:  # aiohttp's own answers, e.g. 413 for an oversize upload
+            raise
+        except Exception as error:
+            if is_transient(error):
+                return self.json({"error": "temporarily unavailable, try again shortly"}, status=503)
+            log.exception("unexpected error answering %s", request.path)
+            return self.json({"error": "internal error"}, status=500)
 
 
 @app.page("/api/users/{user_id}/recommendations", base=ApiView)
@@ -168,7 +180,10 @@ class PopularProducts(ApiView):
 @app.page("/health")
 class Health(View):
     async def get(self, request: Request) -> Response:
-        state = handlers.health(services, catalog_loaded.is_set())
+        # In the store thread: the store is not shared between threads, and a hanging store
+        # server must not block the event loop.
+        state = await in_thread(store_thread, handlers.health, services, catalog_loaded.is_set(),
+                                store_outage.reason)
         return self.json(state, status=200 if state["status"] == "ok" else 503)
 
 
