@@ -10,19 +10,21 @@ from streams.topics import TopicSpec, bootstrap_servers, security_options, topic
 
 
 def produce(settings: Settings, spec: TopicSpec, messages: Iterable[tuple[str | None, dict | bytes]]) -> int:
-    """Send (key, value) pairs; dict values are JSON-encoded, bytes sent as they are."""
+    """Send (key, value) pairs; dict values are JSON-encoded, bytes sent as they are.
+
+    Raises if the broker refused any of them (a message over the topic's size limit, say)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers(settings), linger_ms=5, acks="all",
                              max_request_size=32_000_000, **security_options(settings))
-    sent = 0
     try:
-        for key, value in messages:
-            payload = value if isinstance(value, bytes) else json.dumps(value).encode()
-            producer.send(topic_name(spec, settings), key=key.encode() if key else None, value=payload)
-            sent += 1
+        deliveries = [producer.send(topic_name(spec, settings), key=key.encode() if key else None,
+                                    value=value if isinstance(value, bytes) else json.dumps(value).encode())
+                      for key, value in messages]
         producer.flush()
+        for delivery in deliveries:
+            delivery.get()  # raises the broker's error; flush() alone drops it silently
     finally:
         producer.close()
-    return sent
+    return len(deliveries)
 
 
 class TopicReader:

@@ -40,6 +40,7 @@ POPULARITY = TopicSpec("analytics.popularity", "windowed popularity score per pr
                        "product_id", compacted=True)
 DEAD_LETTERS = TopicSpec("dead-letters", "rejected input with the reason (output)", "source topic")
 
+INPUT_TOPICS = (CATALOG, ACTIONS, UPLOADS)
 ALL_TOPICS = (CATALOG, CATALOG_VECTORS, ACTIONS, UPLOADS, SIMILAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS,
               PRODUCT_ACTIONS, POPULARITY, DEAD_LETTERS)
 
@@ -69,6 +70,16 @@ def security_options(settings: Settings) -> dict:
     return options
 
 
+def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
+    configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+    if spec in INPUT_TOPICS:
+        # Brokers refuse messages over 1 MB unless told otherwise, and inputs may be as large as
+        # max_message_bytes (inline photos). Messages over that limit must still arrive, so the
+        # worker can dead-letter them with a reason: the broker takes up to twice the limit.
+        configs["max.message.bytes"] = str(2 * settings.max_message_bytes)
+    return configs
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics (idempotent); returns the names that were created."""
     deadline = time.monotonic() + timeout_s
@@ -84,7 +95,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     try:
         existing = set(admin.list_topics())
         wanted = [NewTopic(topic_name(spec, settings), settings.kafka_partitions, settings.kafka_replication,
-                           topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+                           topic_configs=topic_configs(spec, settings))
                   for spec in ALL_TOPICS if topic_name(spec, settings) not in existing]
         created = []
         for topic in wanted:
