@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle for TLS; system CAs when unset")
     max_message_bytes: int = Field(8_000_000, description="Larger events go to the dead-letter topic unread")
 
+    data_dir: Path = Field(Path("var"), description="Local working files (Faust's per-app folder)")
+
     # Vector store
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded store")
     qdrant_api_key: str | None = Field(None, description="API key for a Qdrant server")

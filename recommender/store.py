@@ -5,9 +5,10 @@ and a Qdrant server or cluster by URL, so the same tests cover all of them. Poin
 uuid5 of the business id, which makes every write idempotent: replaying a topic rewrites the
 same points instead of adding new ones.
 
-Reads go through the alias ``products`` while writes go to the collection of the current
-model (``products__<model>``), so a re-index with a new model can run beside the old one
-and go live with one alias switch.
+Each model has its own collection (``products__<model>``): a re-index with a new model
+runs beside the old one. The alias ``products`` names the collection in service, for
+readers outside this service; our own queries go to the collection of the model that made
+the query vector, so a query never compares vectors of two different models.
 """
 import uuid
 import warnings
@@ -85,7 +86,7 @@ class ProductStore:
     def __init__(self, client: QdrantClient, model: str, image_dim: int, prefix: str = ""):
         self.client = client
         self.model = model
-        self.products = f"{prefix}products"
+        self.alias = f"{prefix}products"
         self.collection = f"{prefix}products__{model}"
         self.users = f"{prefix}users__{model}"
         self._ensure_collections(image_dim)
@@ -115,13 +116,13 @@ class ProductStore:
             self.client.create_collection(self.users, vectors_config={INTERESTS: qm.VectorParams(
                 size=image_dim, distance=qm.Distance.COSINE,
                 multivector_config=qm.MultiVectorConfig(comparator=qm.MultiVectorComparator.MAX_SIM))})
-        if not any(alias.alias_name == self.products for alias in self.client.get_aliases().aliases):
+        if not any(alias.alias_name == self.alias for alias in self.client.get_aliases().aliases):
             self.switch_alias(self.collection)
 
     def switch_alias(self, collection: str) -> None:
-        """Point reads at ``collection`` in one atomic step."""
+        """Point the ``products`` alias at ``collection`` in one atomic step."""
         self.client.update_collection_aliases(change_aliases_operations=[
-            qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name=collection, alias_name=self.products))])
+            qm.CreateAliasOperation(create_alias=qm.CreateAlias(collection_name=collection, alias_name=self.alias))])
 
     # products -------------------------------------------------------------------------------
     def upsert_products(self, products: Sequence[Product], image_vectors: np.ndarray,
@@ -141,7 +142,7 @@ class ProductStore:
         ids = list(dict.fromkeys(product_ids))
         if not ids:
             return {}
-        records = self.client.retrieve(self.products, ids=[point_id(pid) for pid in ids],
+        records = self.client.retrieve(self.collection, ids=[point_id(pid) for pid in ids],
                                        with_payload=True, with_vectors=[IMAGE] if with_vectors else False)
         found = {}
         for record in records:
@@ -150,7 +151,7 @@ class ProductStore:
         return found
 
     def count(self) -> int:
-        return self.client.count(self.products, exact=True).count
+        return self.client.count(self.collection, exact=True).count
 
     def search(self, vectors: np.ndarray, limit: int, product_filter: ProductFilter = ProductFilter(),
                using: str = IMAGE, with_vectors: bool = False) -> list[list[Hit]]:
@@ -159,7 +160,7 @@ class ProductStore:
         requests = [qm.QueryRequest(query=vector.tolist(), using=using, limit=limit, filter=query_filter,
                                     with_payload=True, with_vector=[using] if with_vectors else False)
                     for vector in np.atleast_2d(vectors)]
-        responses = self.client.query_batch_points(self.products, requests=requests)
+        responses = self.client.query_batch_points(self.collection, requests=requests)
         return [[Hit(_product(point.payload), point.score,
                      np.asarray(point.vector[using], dtype=np.float32) if with_vectors else None)
                  for point in response.points] for response in responses]
@@ -168,7 +169,7 @@ class ProductStore:
                      product_filter: ProductFilter = ProductFilter()) -> list[Hit]:
         """Photo and keywords together: both rankings merged by reciprocal rank fusion."""
         query_filter = product_filter.to_qdrant()
-        response = self.client.query_points(self.products, prefetch=[
+        response = self.client.query_points(self.collection, prefetch=[
             qm.Prefetch(query=image_vector.tolist(), using=IMAGE, limit=limit * 4, filter=query_filter),
             qm.Prefetch(query=text_vector.tolist(), using=TEXT, limit=limit * 4, filter=query_filter),
         ], query=qm.FusionQuery(fusion=qm.Fusion.RRF), limit=limit, with_payload=True)
@@ -178,13 +179,13 @@ class ProductStore:
                ) -> tuple[list[Product], str | None]:
         """A page of the catalog in id order, and the offset of the next page (None at the end)."""
         records, next_offset = self.client.scroll(
-            self.products, limit=limit, offset=offset, with_payload=True,
+            self.collection, limit=limit, offset=offset, with_payload=True,
             scroll_filter=ProductFilter(category=category, in_stock_only=False).to_qdrant())
         return [_product(record.payload) for record in records], None if next_offset is None else str(next_offset)
 
     def categories(self) -> dict[str, int]:
         """Number of products in each category (a facet count: the server answers from its keyword index)."""
-        response = self.client.facet(self.products, key="category", limit=1000, exact=True)
+        response = self.client.facet(self.collection, key="category", limit=1000, exact=True)
         return {hit.value: hit.count for hit in response.hits}
 
     # users ----------------------------------------------------------------------------------

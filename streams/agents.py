@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
+from models.embedders import EmbedderSpec
 from recommender.interests import ACTION_WEIGHTS
 from recommender.popularity import PopularItem
 from streams import handlers, metrics, retry, topics
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 services = handlers.Services(settings)
 cnn_thread = ThreadPoolExecutor(1, thread_name_prefix="cnn")
 store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
+reindex_thread = ThreadPoolExecutor(1, thread_name_prefix="reindex")  # a model switch's CNN work, off the serving path
+# Progress of the latest model switch, shown by GET /api/admin/model.
+model_switch: dict = {"state": "idle", "current": services.spec.name}
+_background: set[asyncio.Task] = set()
 # Set once this worker's store holds the whole catalog; agents that read the store wait for it.
 catalog_loaded = asyncio.Event()
 # Latest popularity score per product, sent once a second rather than once per action.
@@ -207,43 +212,68 @@ async def search_by_photo(stream):
         await process_or_dead_letter(events, "search_by_photo", answer_uploads)
 
 
-async def follow_compacted(spec: topics.TopicSpec, model: type[BaseModel],
-                           apply: Callable[[list], Awaitable[None]], caught_up: asyncio.Event | None = None) -> None:
-    """Apply every message of a compacted topic, all partitions, from the start, for ever.
+class TopicSnapshotReader:
+    """Reads every partition of a topic from the start, without a consumer group.
 
     Agents see only their own partitions, but every worker answers for the whole catalog,
-    so views every worker needs are read without a consumer group. ``caught_up`` is set
-    once the end offsets seen at start are reached.
+    so views every worker needs are read this way. ``caught_up()`` tells when the end
+    offsets seen at start (or at the last ``mark_end()``) have been reached.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(settings), group_id=None,
-                                enable_auto_commit=False, **topics.security_options(settings))
-    await consumer.start()
+
+    def __init__(self, spec: topics.TopicSpec):
+        self.topic = topics.topic_name(spec, settings)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=topics.bootstrap_servers(settings), group_id=None,
+                                          enable_auto_commit=False, **topics.security_options(settings))
+        self._partitions: list[TopicPartition] = []
+        self._ends: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        await self._consumer.topics()  # fetches metadata so the partitions are known
+        self._partitions = [TopicPartition(self.topic, p)
+                            for p in sorted(self._consumer.partitions_for_topic(self.topic) or ())]
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
+        await self.mark_end()
+
+    async def mark_end(self) -> None:
+        self._ends = await self._consumer.end_offsets(self._partitions)
+
+    async def read(self, model: type[BaseModel], max_records: int) -> list:
+        batches = await self._consumer.getmany(timeout_ms=500, max_records=max_records)
+        items = []
+        for record in (record for records in batches.values() for record in records):
+            try:
+                items.append(model.model_validate_json(record.value))
+            except ValidationError as error:
+                log.warning("skipping unreadable %s message at offset %s: %s", self.topic, record.offset, error)
+        if not batches:
+            await asyncio.sleep(0.2)  # the local broker answers empty fetches at once; don't spin
+        return items
+
+    async def caught_up(self) -> bool:
+        positions = [await self._consumer.position(tp) for tp in self._partitions]
+        return all(position >= self._ends[tp] for position, tp in zip(positions, self._partitions))
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+
+async def follow_compacted(spec: topics.TopicSpec, model: type[BaseModel],
+                           apply: Callable[[list], Awaitable[None]], caught_up: asyncio.Event | None = None) -> None:
+    """Apply every message of a compacted topic, all partitions, from the start, for ever."""
+    reader = TopicSnapshotReader(spec)
+    await reader.start()
     try:
-        topic = topics.topic_name(spec, settings)
-        await consumer.topics()  # fetches metadata so the partitions are known
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            items = []
-            for record in (record for records in batches.values() for record in records):
-                try:
-                    items.append(model.model_validate_json(record.value))
-                except ValidationError as error:  # written by our own agents: a bug, not bad input
-                    log.error("skipping unreadable %s message at offset %s: %s", topic, record.offset, error)
+            items = await reader.read(model, 1000)
             if items:
                 await apply(items)
-            if caught_up is not None and not caught_up.is_set():
-                positions = [await consumer.position(tp) for tp in partitions]
-                if all(position >= ends[tp] for position, tp in zip(positions, partitions)):
-                    log.info("caught up with %s: %s messages", topic, sum(ends.values()))
-                    caught_up.set()
-            if not batches:
-                await asyncio.sleep(0.2)  # the local broker answers empty fetches at once; don't spin
+            if caught_up is not None and not caught_up.is_set() and await reader.caught_up():
+                log.info("caught up with %s", reader.topic)
+                caught_up.set()
     finally:
-        await consumer.stop()
+        await reader.stop()
 
 
 @app.task
@@ -267,3 +297,62 @@ async def follow_popularity() -> None:
         await in_thread(store_thread, services.popularity.update, items)
 
     await follow_compacted(topics.POPULARITY, PopularityScore, update)
+
+
+async def publish_all_similar_items(source_event_id: str) -> None:
+    """Re-emit every product's similar items (the lists all change when the model does)."""
+    offset = None
+    while True:
+        outputs, offset = await in_thread(store_thread, handlers.similar_items_page, services, 64, offset,
+                                          source_event_id)
+        for similar in outputs:
+            await emit(similar_items_topic, similar.product_id, similar, "reindex")
+        if offset is None:
+            return
+
+
+def start_model_switch(spec: EmbedderSpec) -> None:
+    model_switch.update(state="reindexing", to=spec.name, indexed=0, error=None)
+    task = asyncio.create_task(reindex_and_switch(spec))
+    _background.add(task)  # the loop keeps only a weak reference to tasks
+    task.add_done_callback(_background.discard)
+
+
+async def reindex_and_switch(spec: EmbedderSpec) -> None:
+    """Re-embed the whole catalog with ``spec`` while the current model keeps serving, then switch.
+
+    The catalog topic (compacted, with the images) is read from the start in a thread of
+    its own; the new vectors go to ``catalog.vectors`` (so other workers and restarts can
+    load them without the CNN) and into the new model's collection. Once caught up, the
+    read alias and the model in service swap in one step on the event loop; listings that
+    slipped in meanwhile are re-read and embedded by the new model right after.
+    """
+    services.pending = spec
+    reader = TopicSnapshotReader(topics.CATALOG)
+    await reader.start()
+    try:
+        switched = False
+        while True:
+            listings = await reader.read(ProductListed, settings.ingest_batch_size)
+            if listings:
+                indexed, _ = await in_thread(reindex_thread, handlers.embed_listings, services, listings, spec)
+                await in_thread(store_thread, handlers.materialize, services, indexed)
+                for item in indexed:
+                    await emit(catalog_vectors_topic, item.product_id, item, "reindex")
+                model_switch["indexed"] += len(indexed)
+            if await reader.caught_up():
+                if switched:
+                    break
+                await in_thread(store_thread, services.switch_model)
+                model_switch.update(state="switched", current=spec.name)
+                log.info("switched to model %s after re-indexing %s products", spec.name, model_switch["indexed"])
+                switched = True
+                await reader.mark_end()
+        await publish_all_similar_items(f"model-switch:{spec.name}")
+        model_switch["state"] = "done"
+    except Exception as error:  # the old model keeps serving; the operator sees why in /api/admin/model
+        services.pending = None
+        model_switch.update(state="failed", error=f"{type(error).__name__}: {error}")
+        log.exception("model switch to %s failed", spec.name)
+    finally:
+        await reader.stop()

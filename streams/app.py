@@ -6,6 +6,7 @@ from streams import topics
 from streams.logs import worker_logging_config
 
 settings = get_settings()
+(settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
 
 
 def broker_credentials():
@@ -22,6 +23,7 @@ app = faust.App(
     broker=settings.kafka_broker,
     broker_credentials=broker_credentials(),
     store="memory://",  # tables live in RAM and are rebuilt from their changelog topics on start
+    datadir=str(settings.data_dir / "faust" / "{conf.name}"),
     topic_partitions=settings.kafka_partitions,
     topic_replication_factor=settings.kafka_replication,
     key_serializer="raw",

@@ -6,13 +6,13 @@ and sinks: the logic is exercised without a broker and the agents stay thin.
 """
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from models.embedders import ImageEmbedder, load_embedder, resolve_spec
+from models.embedders import EmbedderSpec, ImageEmbedder, resolve_spec
 from models.images import BadImage, decode_image, load_image_ref, thumbnail_png
 from models.text import TextEmbedder
 from recommender.interests import Interest, UserProfile
@@ -54,21 +54,77 @@ def scored(hits: list[Hit]) -> list[ScoredItem]:
                        category=hit.product.category, price=hit.product.price) for hit in hits]
 
 
+class PhotoVector(NamedTuple):
+    """An image embedding and the model that made it."""
+
+    model: str
+    vector: np.ndarray
+
+
 @dataclass
 class Services:
-    """The worker's heavy resources, created on first use in the thread that uses them."""
+    """The worker's heavy resources, created on first use in the thread that uses them.
+
+    ``spec`` names the image model in service. During a model switch a second model is
+    ``pending``: its store fills in the background, then ``switch_model`` swaps the two.
+    Embedded vectors always say which model made them, and searches go to that model's
+    collection, so a query that straddles the switch still compares like with like.
+    """
 
     settings: Settings
     policy: RecommendationPolicy = field(init=False)
+    spec: EmbedderSpec = field(init=False)
+    pending: EmbedderSpec | None = field(init=False, default=None)
 
     def __post_init__(self):
         s = self.settings
         self.policy = RecommendationPolicy(k=s.recommend_k, half_life_s=s.interest_half_life_s,
                                            max_interests=s.max_interests)
+        self.spec = resolve_spec(s.embedder)
+        self._embedders: dict[str, ImageEmbedder] = {}
+        self._stores: dict[str, ProductStore] = {}
 
-    @cached_property
+    @property
     def embedder(self) -> ImageEmbedder:
-        return load_embedder(self.settings.embedder, self.settings.torch_threads, self.settings.forward_batch)
+        return self.embedder_for(self.spec)
+
+    def embedder_for(self, spec: EmbedderSpec) -> ImageEmbedder:
+        if spec.name not in self._embedders:
+            s = self.settings
+            self._embedders[spec.name] = ImageEmbedder(spec, s.torch_threads, s.forward_batch)
+        return self._embedders[spec.name]
+
+    @property
+    def store(self) -> ProductStore:
+        return self.store_for(self.spec)
+
+    def store_for(self, spec: EmbedderSpec) -> ProductStore:
+        if spec.name not in self._stores:
+            if self._stores:  # later models share the first store's client (one embedded store per process)
+                first = next(iter(self._stores.values()))
+                self._stores[spec.name] = ProductStore(first.client, spec.name, spec.dim,
+                                                       self.settings.collection_prefix)
+            else:
+                self._stores[spec.name] = ProductStore.from_settings(self.settings, spec.name, spec.dim)
+        return self._stores[spec.name]
+
+    def store_to_fill(self, model: str) -> ProductStore | None:
+        """Where vectors made by ``model`` are stored: the model in service or the pending one."""
+        for spec in (self.spec, self.pending):
+            if spec is not None and spec.name == model:
+                return self.store_for(spec)
+        return None
+
+    def store_to_search(self, photo: "PhotoVector") -> ProductStore:
+        """The collection a photo's vector belongs in, even if its model went out of service
+        while the query was under way (old collections stay until an operator drops them)."""
+        return self._stores.get(photo.model) or self.store
+
+    def switch_model(self) -> None:
+        """Make the pending model the one in service and point the read alias at its collection."""
+        new = self.store_for(self.pending)
+        new.switch_alias(new.collection)
+        self.spec, self.pending = self.pending, None
 
     @cached_property
     def popularity(self) -> PopularityBoard:
@@ -79,11 +135,6 @@ class Services:
         if self.settings.text_embedder == "none":
             return None
         return TextEmbedder(self.settings.text_embedder, self.settings.torch_threads)
-
-    @cached_property
-    def store(self) -> ProductStore:
-        spec = resolve_spec(self.settings.embedder)
-        return ProductStore.from_settings(self.settings, spec.name, spec.dim)
 
 
 def decode_images(services: Services, events: list[I]) -> tuple[list[I], list[Image.Image], list[tuple[I, str]]]:
@@ -101,33 +152,48 @@ def decode_images(services: Services, events: list[I]) -> tuple[list[I], list[Im
 
 
 def embed_uploads(services: Services, uploads: list[ImageUpload]
-                  ) -> tuple[list[tuple[ImageUpload, np.ndarray]], list[tuple[ImageUpload, str]]]:
+                  ) -> tuple[list[tuple[ImageUpload, PhotoVector]], list[tuple[ImageUpload, str]]]:
     """Uploads paired with their photo's embedding; rejected uploads with the reason."""
     usable, images, rejected = decode_images(services, uploads)
-    return list(zip(usable, services.embedder.embed(images))), rejected
+    embedder = services.embedder
+    return [(upload, PhotoVector(embedder.name, vector)) for upload, vector in zip(usable, embedder.embed(images))], \
+        rejected
 
 
-def embed_listings(services: Services, listings: list[ProductListed]
+def embed_listings(services: Services, listings: list[ProductListed], spec: EmbedderSpec | None = None
                    ) -> tuple[list[IndexedProduct], list[tuple[ProductListed, str]]]:
-    """Listings with image and title embeddings and a thumbnail; rejected listings with the reason."""
+    """Listings with image and title embeddings and a thumbnail; rejected listings with the reason.
+
+    ``spec`` picks a model other than the one in service (re-indexing for a model switch).
+    """
     usable, images, rejected = decode_images(services, listings)
-    vectors = services.embedder.embed(images)
+    embedder = services.embedder_for(spec or services.spec)
+    vectors = embedder.embed(images)
     text = services.text_embedder
     text_vectors = text.embed([listing.title for listing in usable]) if text else [None] * len(usable)
-    indexed = [IndexedProduct.of(listing, vector, services.embedder.name, text_vector, thumbnail_png(image))
+    indexed = [IndexedProduct.of(listing, vector, embedder.name, text_vector, thumbnail_png(image))
                for listing, image, vector, text_vector in zip(usable, images, vectors, text_vectors)]
     return indexed, rejected
 
 
 def materialize(services: Services, indexed: list[IndexedProduct]) -> tuple[list[IndexedProduct], np.ndarray]:
-    """Upsert the products embedded by the current model; vectors of other models are skipped."""
-    store = services.store
-    current = [item for item in indexed if item.model == store.model]
-    vectors = np.stack([item.vector() for item in current]) if current else np.zeros((0, 0), np.float32)
-    store.upsert_products([Product(product_id=i.product_id, title=i.title, price=i.price, category=i.category,
-                                   in_stock=i.in_stock, seller_id=i.seller_id, thumbnail_b64=i.thumbnail_b64)
-                           for i in current], vectors, [item.text_vector() for item in current])
-    return current, vectors
+    """Upsert products into the store of the model that embedded them (in service or pending;
+    vectors of other models are skipped). Returns those of the model in service."""
+    by_model: dict[str, list[IndexedProduct]] = {}
+    for item in indexed:
+        by_model.setdefault(item.model, []).append(item)
+    current, current_vectors = [], np.zeros((0, 0), np.float32)
+    for model, items in by_model.items():
+        store = services.store_to_fill(model)
+        if store is None:
+            continue
+        vectors = np.stack([item.vector() for item in items])
+        store.upsert_products([Product(product_id=i.product_id, title=i.title, price=i.price, category=i.category,
+                                       in_stock=i.in_stock, seller_id=i.seller_id, thumbnail_b64=i.thumbnail_b64)
+                               for i in items], vectors, [item.text_vector() for item in items])
+        if store is services.store:
+            current, current_vectors = items, vectors
+    return current, current_vectors
 
 
 def index_products(services: Services, indexed: list[IndexedProduct]) -> list[SimilarItems]:
@@ -135,16 +201,35 @@ def index_products(services: Services, indexed: list[IndexedProduct]) -> list[Si
     listings, vectors = materialize(services, indexed)
     if not listings:
         return []
-    store, k = services.store, services.settings.similar_k
-    outputs = {}
-    hit_lists = store.search(vectors, limit=k + 1, with_vectors=True)
-    for listing, hits in zip(listings, hit_lists):
-        own = [hit for hit in hits if hit.product.product_id != listing.product_id][:k]
-        outputs[listing.product_id] = SimilarItems(product_id=listing.product_id,
-                                                   source_event_id=listing.source_event_id,
-                                                   model=store.model, items=scored(own))
+    outputs, hit_lists = _similar_items(services, [listing.product_id for listing in listings], vectors,
+                                        [listing.source_event_id for listing in listings])
     outputs.update(_refresh_neighbours(services, listings, hit_lists, exclude=set(outputs)))
     return list(outputs.values())
+
+
+def similar_items_page(services: Services, limit: int, offset: str | None, source_event_id: str
+                       ) -> tuple[list[SimilarItems], str | None]:
+    """Similar items for one page of the catalog (to re-emit them all, e.g. after a model switch)."""
+    products, next_offset = services.store.browse(limit, offset)
+    found = services.store.get_products([product.product_id for product in products], with_vectors=True)
+    if not found:
+        return [], next_offset
+    outputs, _ = _similar_items(services, list(found), np.stack([vector for _, vector in found.values()]),
+                                [source_event_id] * len(found))
+    return list(outputs.values()), next_offset
+
+
+def _similar_items(services: Services, product_ids: list[str], vectors: np.ndarray, source_event_ids: list[str]
+                   ) -> tuple[dict[str, SimilarItems], list[list[Hit]]]:
+    """Each product's k nearest others, and the raw hit lists (with vectors) for further use."""
+    store, k = services.store, services.settings.similar_k
+    hit_lists = store.search(vectors, limit=k + 1, with_vectors=True)
+    outputs = {}
+    for product_id, source_event_id, hits in zip(product_ids, source_event_ids, hit_lists):
+        own = [hit for hit in hits if hit.product.product_id != product_id][:k]
+        outputs[product_id] = SimilarItems(product_id=product_id, source_event_id=source_event_id,
+                                           model=store.model, items=scored(own))
+    return outputs, hit_lists
 
 
 def _refresh_neighbours(services: Services, listings: list[IndexedProduct], hit_lists: list[list[Hit]],
@@ -220,11 +305,11 @@ def popular_hits(services: Services, k: int, now: float, product_filter: Product
     return hits[:k]
 
 
-def search_uploads(services: Services, embedded: list[tuple[ImageUpload, np.ndarray]]) -> list[SearchResults]:
+def search_uploads(services: Services, embedded: list[tuple[ImageUpload, PhotoVector]]) -> list[SearchResults]:
     results = []
-    for upload, vector in embedded:
+    for upload, photo in embedded:
         product_filter = ProductFilter(category=upload.category, max_price=upload.max_price)
-        hits = services.store.search(vector[None], limit=upload.k, product_filter=product_filter)[0]
+        hits = search_products(services, upload.k, product_filter, photo, None)
         results.append(SearchResults(request_id=upload.event_id, source_event_id=upload.event_id,
                                      user_id=upload.user_id, items=scored(hits)))
     return results
@@ -260,11 +345,12 @@ def similar_to_product(services: Services, product_id: str, k: int, product_filt
     return services.store.search(found[product_id][1][None], k, own)[0]
 
 
-def embed_photo(services: Services, data: bytes) -> np.ndarray:
+def embed_photo(services: Services, data: bytes) -> PhotoVector:
     """One uploaded photo's embedding; raises BadImage with the reason."""
     s = services.settings
     image = decode_image(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-    return services.embedder.embed([image])[0]
+    embedder = services.embedder
+    return PhotoVector(embedder.name, embedder.embed([image])[0])
 
 
 def embed_query_text(services: Services, text: str) -> np.ndarray:
@@ -273,12 +359,12 @@ def embed_query_text(services: Services, text: str) -> np.ndarray:
     return services.text_embedder.embed([text])[0]
 
 
-def search_products(services: Services, k: int, product_filter: ProductFilter, image_vector: np.ndarray | None,
+def search_products(services: Services, k: int, product_filter: ProductFilter, photo: PhotoVector | None,
                     text_vector: np.ndarray | None) -> list[Hit]:
     """By photo, by keywords, or both fused."""
-    store = services.store
-    if image_vector is not None and text_vector is not None:
-        return store.search_fused(image_vector, text_vector, k, product_filter)
-    if image_vector is not None:
-        return store.search(image_vector[None], k, product_filter)[0]
-    return store.search(text_vector[None], k, product_filter, using=TEXT)[0]
+    if photo is not None:
+        store = services.store_to_search(photo)
+        if text_vector is not None:
+            return store.search_fused(photo.vector, text_vector, k, product_filter)
+        return store.search(photo.vector[None], k, product_filter)[0]
+    return services.store.search(text_vector[None], k, product_filter, using=TEXT)[0]

@@ -87,14 +87,16 @@ def test_user_profiles_round_trip(store):
     assert store.get_user("nobody") is None
 
 
-def test_alias_switch_moves_reads_to_the_new_model(store):
+def test_each_model_has_its_collection_and_the_alias_follows_the_switch(store):
     products, vectors = catalog(np.random.default_rng(4))
     store.upsert_products(products, vectors)
-    newer = ProductStore(store.client, "m2", DIM, prefix=store.products.removesuffix("products"))
-    assert newer.count() == 10  # reads still go to m1 until the switch
+    newer = ProductStore(store.client, "m2", DIM, prefix=store.alias.removesuffix("products"))
     newer.upsert_products(products[:2], vectors[:2])
+    assert (store.count(), newer.count()) == (10, 2)
+    assert store.client.count(store.alias).count == 10  # the alias still names m1's collection
     newer.switch_alias(newer.collection)
-    assert store.count() == 2
+    assert store.client.count(store.alias).count == 2
+    assert store.search(vectors[5], limit=1)[0][0].product.product_id == "p5"  # m1 still answers its own queries
 
 
 def test_filter_accepts_exactly_what_the_store_query_returns(store):
