@@ -53,9 +53,10 @@ popularity_topic = _topic(topics.POPULARITY)
 dead_letters_topic = _topic(topics.DEAD_LETTERS)
 
 # Keyed by user id, like the actions topic, so a user's events and profile share a partition.
+# Values are plain JSON objects: no value_type, since Faust decodes a typed value with
+# ``value_type.from_data``, which dict lacks, and a worker then never recovers the table.
 profiles = app.Table("user-profiles", default=dict, partitions=settings.kafka_partitions,
-                     schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json",
-                                         value_serializer="json"))
+                     schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"))
 
 # Keyed by product id, like analytics.product-actions: action-weighted counts in hopping windows.
 popularity = app.Table("product-popularity", default=float, partitions=settings.kafka_partitions,
