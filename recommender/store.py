@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from recommender.settings import Settings
 
@@ -83,9 +84,11 @@ def _product(payload: dict) -> Product:
 
 
 class ProductStore:
-    def __init__(self, client: QdrantClient, model: str, image_dim: int, prefix: str = ""):
+    def __init__(self, client: QdrantClient, model: str, image_dim: int, prefix: str = "",
+                 sharding: dict[str, int | None] | None = None):
         self.client = client
         self.model = model
+        self.sharding = sharding or {}  # shard_number / replication_factor of the collections created here
         self.alias = f"{prefix}products"
         self.collection = f"{prefix}products__{model}"
         self.users = f"{prefix}users__{model}"
@@ -93,29 +96,43 @@ class ProductStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, model: str, image_dim: int) -> "ProductStore":
+        sharding = None
         if settings.qdrant_url:
             client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+            # Only a server shards and replicates; unset values keep the server's defaults.
+            sharding = {"shard_number": settings.qdrant_shard_number,
+                        "replication_factor": settings.qdrant_replication_factor}
         else:
             client = QdrantClient(location=":memory:") if settings.qdrant_path == ":memory:" \
                 else QdrantClient(path=settings.qdrant_path)
-        return cls(client, model, image_dim, settings.collection_prefix)
+        return cls(client, model, image_dim, settings.collection_prefix, sharding)
+
+    def _create_collection(self, name: str, vectors_config: dict[str, qm.VectorParams]) -> bool:
+        """Create ``name`` unless it exists; True if this call created it."""
+        if self.client.collection_exists(name):
+            return False
+        try:
+            self.client.create_collection(name, vectors_config=vectors_config, **self.sharding)
+        except UnexpectedResponse:
+            # Workers started together on one server race to create it; losing that race is fine.
+            if not self.client.collection_exists(name):
+                raise
+            return False
+        return True
 
     def _ensure_collections(self, image_dim: int) -> None:
-        if not self.client.collection_exists(self.collection):
-            self.client.create_collection(self.collection, vectors_config={
+        if self._create_collection(self.collection, {
                 IMAGE: qm.VectorParams(size=image_dim, distance=qm.Distance.COSINE),
-                TEXT: qm.VectorParams(size=TEXT_DIM, distance=qm.Distance.COSINE),
-            })
+                TEXT: qm.VectorParams(size=TEXT_DIM, distance=qm.Distance.COSINE)}):
             with warnings.catch_warnings():
                 # Embedded mode ignores payload indexes (and says so); a server needs them for fast filters.
                 warnings.simplefilter("ignore", UserWarning)
                 for key, schema in (("category", qm.PayloadSchemaType.KEYWORD),
                                     ("in_stock", qm.PayloadSchemaType.BOOL), ("price", qm.PayloadSchemaType.FLOAT)):
                     self.client.create_payload_index(self.collection, key, schema)
-        if not self.client.collection_exists(self.users):
-            self.client.create_collection(self.users, vectors_config={INTERESTS: qm.VectorParams(
-                size=image_dim, distance=qm.Distance.COSINE,
-                multivector_config=qm.MultiVectorConfig(comparator=qm.MultiVectorComparator.MAX_SIM))})
+        self._create_collection(self.users, {INTERESTS: qm.VectorParams(
+            size=image_dim, distance=qm.Distance.COSINE,
+            multivector_config=qm.MultiVectorConfig(comparator=qm.MultiVectorComparator.MAX_SIM))})
         if not any(alias.alias_name == self.alias for alias in self.client.get_aliases().aliases):
             self.switch_alias(self.collection)
 

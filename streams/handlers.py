@@ -103,7 +103,7 @@ class Services:
             if self._stores:  # later models share the first store's client (one embedded store per process)
                 first = next(iter(self._stores.values()))
                 self._stores[spec.name] = ProductStore(first.client, spec.name, spec.dim,
-                                                       self.settings.collection_prefix)
+                                                       self.settings.collection_prefix, first.sharding)
             else:
                 self._stores[spec.name] = ProductStore.from_settings(self.settings, spec.name, spec.dim)
         return self._stores[spec.name]
