@@ -3,6 +3,7 @@
 Defaults run everything on one machine: the local broker started by ``infra/broker.sh``
 and an embedded Qdrant store under ``var/``.
 """
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
     # HTTP
     admin_token: str | None = Field(None, repr=False, description="Bearer token for /api/admin/*; unset = admin API off")
     web_port: int = Field(6066, description="Worker web port (query API, metrics, demo page)")
+    web_host: str = Field(default_factory=socket.gethostname, description="Name other workers reach this "
+                          "worker's web server by: a user's request is forwarded to the worker holding the profile")
 
     # Operations
     log_format: Literal["text", "json"] = Field("text", description="Worker log lines: 'text' for people, "
