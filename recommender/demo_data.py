@@ -6,7 +6,9 @@ users with one to three category interests: honest test data, not real shoppers.
 """
 import base64
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -72,7 +74,17 @@ def demo_catalog(count: int, split: str = "train", seed: int = 7) -> list[DemoPr
     return products
 
 
-def shopping_session(user_id: str, catalog: list[DemoProduct], interests: list[str], actions: int,
+class Article(Protocol):
+    """What a session needs of a product: a demo product, or a product read from the store."""
+
+    @property
+    def product_id(self) -> str: ...
+
+    @property
+    def category(self) -> str | None: ...
+
+
+def shopping_session(user_id: str, catalog: Sequence[Article], interests: list[str], actions: int,
                      rng: random.Random, start_ts: float) -> list[dict]:
     """A simulated user browsing only ``interests``: mostly views, some clicks, carts and purchases."""
     pool = [product for product in catalog if product.category in interests]

@@ -7,11 +7,13 @@ read back from the output topics.
 import argparse
 import random
 import time
+import uuid
+from collections.abc import Sequence
 
 from tqdm import tqdm
 
 from models.images import encode_png
-from recommender.demo_data import DemoProduct, demo_catalog, shopping_session
+from recommender.demo_data import Article, DemoProduct, demo_catalog, shopping_session
 from recommender.settings import get_settings
 from streams import topics
 from streams.client import TopicReader, produce
@@ -60,6 +62,24 @@ def play_sessions(settings, catalog: list[DemoProduct], seed: int) -> None:
         print(f"\n{user} browsed {' + '.join(interests)} ({actions});\n  {latest['interests']} interest(s), "
               f"recommendations:\n{show(latest['items'])}")
     reader.close()
+
+
+def play_paced_session(settings, user_id: str, catalog: Sequence[Article], interests: list[str], actions: int,
+                       pause_s: float) -> list[dict]:
+    """Send one simulated shopper's session, one action every ``pause_s`` seconds, so the
+    recommendations can be watched changing (the demo page's "play a session" button)."""
+    events = shopping_session(user_id, catalog, interests, actions, random.Random(), time.time())
+    session = uuid.uuid4().hex[:12]  # event ids stay unique when a user plays several sessions
+
+    def paced():
+        for step, event in enumerate(events):
+            if step:
+                time.sleep(pause_s)
+            event.update(event_id=f"play-{session}-{step}", ts=time.time())
+            yield user_id, event
+
+    produce(settings, topics.ACTIONS, paced())
+    return events
 
 
 def search_by_photo(settings, product: DemoProduct) -> None:

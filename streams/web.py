@@ -4,12 +4,16 @@ Requests are validated with pydantic and answered with JSON; bad requests get a 
 message that names the problem, never a traceback. Recommendation requests are routed to
 the worker that owns the user's profile partition.
 """
+import asyncio
+import json
 import logging
+import random
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import TypeVar
 
-from aiohttp.web import HTTPException
+from aiohttp.web import HTTPException, StreamResponse
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
@@ -17,9 +21,10 @@ from pydantic import BaseModel, Field, ValidationError
 from models.images import BadImage
 from recommender.interests import UserProfile
 from recommender.store import Hit, ProductFilter
-from streams import handlers, metrics
+from streams import demo, handlers, live, metrics
 from streams.agents import catalog_loaded, cnn_thread, in_thread, services, store_outage, store_thread
 from streams.app import app, profiles, settings
+from streams.events import Identifier
 from streams.retry import is_transient
 
 log = logging.getLogger(__name__)
@@ -54,9 +59,9 @@ class BadRequest(Exception):
         self.status = status
 
 
-def parse_query(model: type[Q], request: Request) -> Q:
+def parse_query(model: type[Q], request: Request, **path_values: str) -> Q:
     try:
-        return model.model_validate(dict(request.query))
+        return model.model_validate({**request.query, **path_values})
     except ValidationError as error:
         raise BadRequest("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                    for e in error.errors(include_url=False, include_input=False))) from None
@@ -175,6 +180,106 @@ class PopularProducts(ApiView):
         hits = await in_thread(store_thread, handlers.popular_hits, services, query.k, time.time(),
                                query.product_filter())
         return self.json({"items": await items(hits, query)})
+
+
+STATIC = Path(__file__).parent / "static"
+app.web.add_static("/static", STATIC)
+
+
+@app.page("/")
+class DemoPage(View):
+    """The demo page (streams/static/): photo and keyword search, live recommendations, browsing."""
+
+    async def get(self, request: Request) -> Response:
+        return self.html((STATIC / "index.html").read_text())
+
+
+@app.page("/api/categories", base=ApiView)
+class Categories(ApiView):
+    async def get(self, request: Request) -> Response:
+        counts = await in_thread(store_thread, services.store.categories)
+        return self.json({"categories": [{"name": name, "products": count} for name, count in sorted(counts.items())]})
+
+
+class LiveQuery(BaseModel):
+    thumbnails: bool = False
+
+
+# A comment line every so often: proxies keep the stream open, and a closed tab shows up as a failed write.
+KEEPALIVE_S = 15.0
+
+
+@app.page("/api/users/{user_id}/live", base=ApiView)
+class LiveRecommendations(ApiView):
+    """Server-sent events: each new recommendation list for the user, as it is emitted (streams/live.py)."""
+
+    async def get(self, request: Request, user_id: str) -> StreamResponse:
+        query = parse_query(LiveQuery, request)
+        stream = StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await stream.prepare(request)
+        with live.subscription(user_id) as updates:
+            try:
+                while (message := await self.next_message(updates, query)) is not None:
+                    await stream.write(message)
+            except ConnectionResetError:
+                pass  # the browser went away
+        return stream
+
+    @staticmethod
+    async def next_message(updates: asyncio.Queue, query: LiveQuery) -> bytes | None:
+        """The next event, a keep-alive comment, or None once the worker is stopping."""
+        try:
+            recommendations = await asyncio.wait_for(updates.get(), KEEPALIVE_S)
+        except TimeoutError:
+            return b": keep-alive\n\n"
+        if recommendations is None:
+            return None
+        body = recommendations.model_dump()
+        body["items"] = await with_thumbnails(body["items"], query.thumbnails)
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+
+async def _end_live_streams(_web_app) -> None:
+    live.close_all()
+
+
+# The web server waits for running requests when it stops; open event streams would never end.
+app.web.web_app.on_shutdown.append(_end_live_streams)
+
+
+class PlayRequest(BaseModel):
+    user_id: Identifier
+    actions: int = Field(8, ge=1, le=50)
+    pause_s: float = Field(1.0, ge=0, le=5, description="Seconds between two actions")
+    categories: str | None = Field(None, max_length=500, description="Comma-separated interests; two random "
+                                   "categories of the catalog when absent")
+
+
+@app.page("/api/users/{user_id}/play", base=ApiView)
+class PlaySession(ApiView):
+    """POST: a simulated browsing session for the user, sent to the actions topic (the demo page's button).
+
+    Answers once the last action is sent; the recommendations it causes arrive on /live.
+    """
+
+    async def post(self, request: Request, user_id: str) -> Response:
+        query = parse_query(PlayRequest, request, user_id=user_id)
+        known = await in_thread(store_thread, services.store.categories)
+        if not known:
+            raise BadRequest("the catalog has no categories to browse", 409)
+        interests = [name.strip() for name in (query.categories or "").split(",") if name.strip()] \
+            or random.sample(sorted(known), min(2, len(known)))
+        if unknown := sorted(set(interests) - known.keys()):
+            raise BadRequest(f"unknown categories: {', '.join(unknown)}")
+        pool = []
+        for category in interests:
+            products, _ = await in_thread(store_thread, services.store.browse, 200, None, category)
+            pool.extend(products)
+        events = await asyncio.to_thread(demo.play_paced_session, settings, query.user_id, pool, interests, query.actions,
+                                         query.pause_s)
+        titles = {product.product_id: product.title for product in pool}
+        return self.json({"user_id": query.user_id, "interests": interests, "actions": [
+            {"product_id": e["product_id"], "title": titles[e["product_id"]], "action": e["action"]} for e in events]})
 
 
 @app.page("/health")
