@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 from scipy import ndimage
 
 UNKNOWN = "unknown"  # the count key of items whose best catalog match is too weak
@@ -35,7 +35,7 @@ class ShelfFrame:
 @dataclass(frozen=True)
 class DetectedItem:
     box: Box
-    crop: Image.Image
+    crop: Image.Image  # median-filtered, ready for the embedder
 
 
 class StockChange(NamedTuple):
@@ -106,7 +106,7 @@ def compose_shelf_frame(product_images: Sequence[Image.Image], rng: np.random.Ge
     for item, (x0, y0, x1, y1) in placements:
         pixels[y0:y1, x0:x1] = np.asarray(item, dtype=np.float64) * rng.uniform(0.85, 1.1)
     light = np.linspace(*rng.uniform(0.9, 1.1, size=2), frame_width)
-    pixels = pixels * light[None, :, None] + rng.normal(0, 3, pixels.shape)
+    pixels = pixels * light[None, :, None] + rng.normal(0, 2, pixels.shape)
     frame = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     return ShelfFrame(frame, tuple(box for _, box in placements))
 
@@ -139,7 +139,7 @@ def segment_items(frame: Image.Image, *, min_item_side: int = 32, min_contrast: 
     for rows, columns in ndimage.find_objects(labels):
         box = (columns.start, rows.start, columns.stop, rows.stop)
         if box[2] - box[0] >= min_item_side and box[3] - box[1] >= min_item_side:
-            items.append(DetectedItem(box, frame.crop(box)))
+            items.append(DetectedItem(box, frame.crop(box).filter(ImageFilter.MedianFilter(3))))
     if not items:
         raise BadShelfFrame("no items found: the shelf is empty, or the camera is covered or sees no shelf")
     return items
