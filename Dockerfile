@@ -8,6 +8,7 @@ COPY streams streams
 COPY models models
 COPY recommender recommender
 COPY infra infra
+COPY bench bench
 RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu \
  && pip install --no-cache-dir -e .
 ENV OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1

@@ -1,5 +1,5 @@
 """``python -m streams worker -l info``: run a Faust worker with every agent and the HTTP API."""
-from streams.worker import app
+from streams.worker import main
 
 if __name__ == "__main__":
-    app.main()
+    main()

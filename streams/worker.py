@@ -5,4 +5,7 @@ Importing a module registers what it declares on the app, so the worker imports 
 from streams import agents, monitoring, web  # noqa: F401  (importing registers them)
 from streams.app import app
 
-__all__ = ["app"]
+
+def main() -> None:
+    """Faust's command line on ``sys.argv``: ``worker -l info``, ``worker --help``, ..."""
+    app.main()
