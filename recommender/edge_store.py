@@ -76,15 +76,25 @@ class EdgeClient:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, edge.EdgeShard] = {}
+        # Read once: a folder has a single opener (Edge locks its shards), so this client is
+        # the only writer of the alias file and its copy stays current.
+        path = self.root / _ALIASES
+        self._alias_map: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
 
     # collections and aliases ----------------------------------------------------------------
     def _aliases(self) -> dict[str, str]:
-        path = self.root / _ALIASES
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return dict(self._alias_map)
+
+    def _save_aliases(self, aliases: dict[str, str]) -> None:
+        # Write-then-rename, so a crash leaves the old or the new alias map, never half of one.
+        staged = self.root / (_ALIASES + ".new")
+        staged.write_text(json.dumps(aliases))
+        staged.replace(self.root / _ALIASES)
+        self._alias_map = dict(aliases)
 
     def _shard(self, name: str) -> edge.EdgeShard:
         """The shard of a collection, by its name or an alias of it."""
-        collection = self._aliases().get(name, name)
+        collection = self._alias_map.get(name, name)
         if collection not in self._shards:
             if not self.collection_exists(collection):
                 raise ValueError(f"collection {collection!r} does not exist")
@@ -113,8 +123,7 @@ class EdgeClient:
         if shard is not None:
             shard.close()
         shutil.rmtree(self.root / collection_name, ignore_errors=True)
-        aliases = {alias: target for alias, target in self._aliases().items() if target != collection_name}
-        (self.root / _ALIASES).write_text(json.dumps(aliases))
+        self._save_aliases({alias: target for alias, target in self._aliases().items() if target != collection_name})
 
     def get_aliases(self) -> qm.CollectionsAliasesResponse:
         return qm.CollectionsAliasesResponse(aliases=[qm.AliasDescription(alias_name=alias, collection_name=target)
@@ -126,10 +135,7 @@ class EdgeClient:
             if not isinstance(operation, qm.CreateAliasOperation):
                 raise NotImplementedError(f"{type(operation).__name__} has no Qdrant Edge translation yet")
             aliases[operation.create_alias.alias_name] = operation.create_alias.collection_name
-        # Write-then-rename, so readers see the old or the new alias map, never half of one.
-        staged = self.root / (_ALIASES + ".new")
-        staged.write_text(json.dumps(aliases))
-        staged.replace(self.root / _ALIASES)
+        self._save_aliases(aliases)
 
     # points -----------------------------------------------------------------------------------
     def upsert(self, collection_name: str, points: list[qm.PointStruct]) -> None:

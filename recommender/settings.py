@@ -5,6 +5,7 @@ and an embedded Qdrant store under ``var/``.
 """
 import socket
 from functools import lru_cache
+from typing import Literal
 from pathlib import Path
 from typing import Literal
 
@@ -38,10 +39,13 @@ class Settings(BaseSettings):
                                             "Qdrant server or cluster; unset = the server's default")
     qdrant_replication_factor: int | None = Field(None, ge=1, description="Copies of each shard on a Qdrant "
                                                   "cluster; unset = the server's default")
-    # RAM by default: the compacted catalog.vectors topic is the durable copy and a worker
-    # rebuilds its store from it at start (~7k points/s), while a folder store writes only
-    # ~300 points/s and loads everything into RAM on open anyway.
-    qdrant_path: str = Field(":memory:", description="Embedded store: ':memory:' or a folder")
+    # Qdrant Edge by default: Qdrant's own engine in-process. At 5,000 products a filtered
+    # search took 2-7 ms CPU there against 52-108 ms in qdrant-client's Python local mode,
+    # which scans every vector in numpy (see BENCHMARKS.md).
+    embedded_store: Literal["edge", "qdrant-local"] = Field(
+        "edge", description="Engine of the embedded store (when VR_QDRANT_URL is unset)")
+    qdrant_path: str = Field("var/qdrant", description="Embedded store folder (each worker uses a subfolder named "
+                             "by app id and web port); ':memory:' = qdrant-client in RAM, nothing on disk")
     collection_prefix: str = Field("", description="Prepended to collection names")
 
     # Images and model
@@ -64,6 +68,17 @@ class Settings(BaseSettings):
     popularity_window_s: float = Field(3600.0, gt=0, description="Popularity counts actions of this long a window")
     profile_max_actions: int = Field(50, ge=1, description="Recent actions kept per user")
     max_interests: int = Field(3, ge=1, description="Interest clusters per user")
+
+    # Catalog intelligence (defaults calibrated by models/intel_report.py; see BENCHMARKS.md)
+    category_mismatch_confidence: float = Field(0.7, ge=0, le=1, description="Flag a declared category only when "
+                                                "the neighbours' vote for another one is at least this confident")
+    copy_min_similarity: float = Field(0.945, ge=0, le=1, description="Cosine similarity that alone makes a near-copy")
+    copy_min_similarity_with_hash: float = Field(0.88, ge=0, le=1, description="Lower similarity that counts when "
+                                                 "the perceptual hashes agree too")
+    copy_max_hash_distance: int = Field(4, ge=0, le=64, description="pHash bits that may differ for hashes to agree")
+    shelf_match_threshold: float = Field(0.8, ge=0, le=1, description="Shelf crops less similar than this to every "
+                                         "product count as 'unknown'")
+    analytics_window_s: float = Field(60.0, gt=0, description="Tumbling window of the per-category analytics")
 
     # HTTP
     admin_token: str | None = Field(None, repr=False, description="Bearer token for /api/admin/*; unset = admin API off")

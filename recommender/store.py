@@ -14,12 +14,14 @@ import uuid
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from recommender.edge_store import EdgeClient
 from recommender.settings import Settings
 
 IMAGE = "image"
@@ -42,6 +44,8 @@ class Product:
     in_stock: bool = True
     seller_id: str = "shop"
     thumbnail_b64: str | None = field(default=None, repr=False)
+    kind: str = "listing"  # or "reference": a brand's genuine photo, kept for copy checks only
+    image_hash: str | None = None  # 64-bit perceptual hash, hex
 
 
 @dataclass(frozen=True)
@@ -57,16 +61,20 @@ class ProductFilter:
     max_price: float | None = None
     in_stock_only: bool = True
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
+    kind: str | None = "listing"  # None = listings and references alike
 
     def accepts(self, product: "Product") -> bool:
         """The same test as ``to_qdrant``, for products already in hand."""
-        return ((not self.in_stock_only or product.in_stock)
+        return ((self.kind is None or product.kind == self.kind)
+                and (not self.in_stock_only or product.in_stock)
                 and (self.category is None or product.category == self.category)
                 and (self.max_price is None or product.price <= self.max_price)
                 and product.product_id not in self.exclude_ids)
 
     def to_qdrant(self) -> qm.Filter | None:
         must: list[qm.Condition] = []
+        if self.kind is not None:
+            must.append(qm.FieldCondition(key="kind", match=qm.MatchValue(value=self.kind)))
         if self.in_stock_only:
             must.append(qm.FieldCondition(key="in_stock", match=qm.MatchValue(value=True)))
         if self.category is not None:
@@ -102,10 +110,19 @@ class ProductStore:
             # Only a server shards and replicates; unset values keep the server's defaults.
             sharding = {"shard_number": settings.qdrant_shard_number,
                         "replication_factor": settings.qdrant_replication_factor}
+        elif settings.qdrant_path == ":memory:":
+            client = QdrantClient(location=":memory:")
         else:
-            client = QdrantClient(location=":memory:") if settings.qdrant_path == ":memory:" \
-                else QdrantClient(path=settings.qdrant_path)
+            # One folder per worker: an embedded store has a single opener, and workers of
+            # one app may share a host.
+            folder = Path(settings.qdrant_path) / f"{settings.app_id}-{settings.web_port}"
+            client = EdgeClient(folder) if settings.embedded_store == "edge" else QdrantClient(path=str(folder))
         return cls(client, model, image_dim, settings.collection_prefix, sharding)
+
+    def optimize(self) -> None:
+        """Build search indexes after a bulk load (Qdrant Edge has no background optimizer)."""
+        if isinstance(self.client, EdgeClient):
+            self.client.optimize()
 
     def _create_collection(self, name: str, vectors_config: dict[str, qm.VectorParams]) -> bool:
         """Create ``name`` unless it exists; True if this call created it."""
@@ -127,7 +144,7 @@ class ProductStore:
             with warnings.catch_warnings():
                 # Embedded mode ignores payload indexes (and says so); a server needs them for fast filters.
                 warnings.simplefilter("ignore", UserWarning)
-                for key, schema in (("category", qm.PayloadSchemaType.KEYWORD),
+                for key, schema in (("category", qm.PayloadSchemaType.KEYWORD), ("kind", qm.PayloadSchemaType.KEYWORD),
                                     ("in_stock", qm.PayloadSchemaType.BOOL), ("price", qm.PayloadSchemaType.FLOAT)):
                     self.client.create_payload_index(self.collection, key, schema)
         self._create_collection(self.users, {INTERESTS: qm.VectorParams(

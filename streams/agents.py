@@ -17,14 +17,20 @@ from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
 from models.embedders import EmbedderSpec
+from recommender.analytics import conversion_rates
 from recommender.interests import ACTION_WEIGHTS
+from recommender.shelf import stock_change
 from recommender.popularity import PopularItem
 from streams import handlers, metrics, retry, topics
-from streams.app import (actions_topic, app, catalog_topic, catalog_vectors_topic, dead_letters_topic, popularity,
-                         popularity_topic, product_actions_topic, profiles, recommendations_topic,
-                         search_results_topic, settings, similar_items_topic, uploads_topic)
-from streams.events import (DeadLetter, ImageUpload, IndexedProduct, PopularityScore, ProductActivity, ProductListed,
-                            ShopperAction)
+from streams.app import (actions_topic, app, catalog_flags_topic, catalog_topic, catalog_vectors_topic,
+                         category_actions_topic, category_counts, category_predictions_topic, category_stats_topic,
+                         dead_letters_topic, inventory_updates_topic, popularity, popularity_topic,
+                         product_actions_topic, profiles, recommendations_topic, references_topic,
+                         search_results_topic, settings, shelf_frames_topic, shelf_stock, similar_items_topic,
+                         uploads_topic)
+from streams.events import (CategoryActivity, CategoryWindowStats, DeadLetter, ImageUpload, IndexedProduct,
+                            InventoryUpdate, PopularityScore, ProductActivity, ProductListed, ReferenceImage,
+                            ShelfFrame, ShopperAction)
 
 log = logging.getLogger(__name__)
 services = handlers.Services(settings)
@@ -135,10 +141,26 @@ async def ingest_catalog(stream):
 async def index_vectors(events: list[EventT]) -> None:
     indexed = [item for item, _ in await parse_batch(events, IndexedProduct, "index_catalog")]
     with metrics.STAGE_SECONDS.labels("index_catalog.store").time():
-        outputs = await in_store_thread(handlers.index_products, services, indexed)
+        result = await in_store_thread(handlers.index_products, services, indexed)
     metrics.EVENTS.labels("index_catalog", "ok").inc(len(indexed))
-    for similar in outputs:
+    for similar in result.similar:
         await emit(similar_items_topic, similar.product_id, similar, "index_catalog")
+    for prediction in result.categories:
+        await emit(category_predictions_topic, prediction.product_id, prediction, "index_catalog")
+    for flag in result.flags:
+        await emit(catalog_flags_topic, flag.product_id, flag, "index_catalog")
+
+
+async def ingest_reference_images(events: list[EventT]) -> None:
+    for indexed in await embed_batch(events, ReferenceImage, handlers.embed_listings, "ingest_references"):
+        await emit(catalog_vectors_topic, indexed.product_id, indexed, "ingest_references")
+
+
+@app.agent(references_topic)
+async def ingest_references(stream):
+    """Brands' genuine images -> embeddings on ``catalog.vectors``, stored beside (not among) listings."""
+    async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
+        await process_or_dead_letter(events, "ingest_references", ingest_reference_images)
 
 
 @app.agent(catalog_vectors_topic)
@@ -162,6 +184,10 @@ async def recommend_after_actions(events: list[EventT]) -> None:
         metrics.EVENTS.labels("track_actions", "ok").inc()
         await emit(recommendations_topic, action.user_id, recommendations, "track_actions", action.ts)
         await emit(product_actions_topic, activity.product_id, activity, "track_actions")
+        if activity.category:
+            await emit(category_actions_topic, activity.category, CategoryActivity(
+                category=activity.category, action=activity.action, ts=activity.ts,
+                source_event_id=activity.source_event_id), "track_actions")
 
 
 @app.agent(actions_topic)
@@ -203,6 +229,10 @@ async def answer_uploads(events: list[EventT]) -> None:
         results = await in_store_thread(handlers.search_uploads, services, embedded)
     for (upload, _), result in zip(embedded, results):
         await emit(search_results_topic, result.request_id, result, "search_by_photo", upload.ts)
+        if result.predicted_category:
+            await emit(category_actions_topic, result.predicted_category, CategoryActivity(
+                category=result.predicted_category, action="upload", ts=upload.ts,
+                source_event_id=result.request_id), "search_by_photo")
 
 
 @app.agent(uploads_topic)
@@ -210,6 +240,59 @@ async def search_by_photo(stream):
     await catalog_loaded.wait()
     async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_wait_s):
         await process_or_dead_letter(events, "search_by_photo", answer_uploads)
+
+
+async def count_shelf_frames(events: list[EventT]) -> None:
+    for frame, crops in await embed_batch(events, ShelfFrame, handlers.embed_shelf_frames, "count_shelves"):
+        counts = await in_store_thread(handlers.count_shelf, services, crops)
+        shelf = f"{frame.store_id}/{frame.shelf_id}"
+        changes = stock_change(shelf_stock[shelf], counts)
+        shelf_stock[shelf] = counts
+        for change in changes:
+            await emit(inventory_updates_topic, frame.store_id, InventoryUpdate(
+                store_id=frame.store_id, shelf_id=frame.shelf_id, product_id=change.product_id, count=change.count,
+                change=change.change, ts=frame.ts, source_event_id=frame.event_id), "count_shelves", frame.ts)
+
+
+@app.agent(shelf_frames_topic)
+async def count_shelves(stream):
+    """Shelf-camera frame -> items found and recognized -> stock per shelf -> inventory changes."""
+    await catalog_loaded.wait()
+    async for event in stream.events():  # one at a time: the shelf table is read and written per frame
+        await process_or_dead_letter([event], "count_shelves", count_shelf_frames)
+
+
+ANALYTICS_ACTIONS = ("view", "click", "add_to_cart", "purchase", "upload")
+# Latest window counts per category, sent once a second rather than once per action.
+pending_category_stats: dict[str, CategoryWindowStats] = {}
+
+
+async def count_category_activities(events: list[EventT]) -> None:
+    for activity, event in await parse_batch(events, CategoryActivity, "category_analytics"):
+        category_counts[f"{activity.category}|{activity.action}"] += 1
+        start, _ = category_counts.table.window.current(event.message.timestamp)
+        end = start + settings.analytics_window_s  # Faust's own range ends 0.1 s early (inclusive end)
+        counts = {action: category_counts[f"{activity.category}|{action}"].current()
+                  for action in ANALYTICS_ACTIONS}
+        rate = conversion_rates({(activity.category, a): n for a, n in counts.items()})[activity.category]
+        pending_category_stats[activity.category] = CategoryWindowStats(
+            category=activity.category, window_start=start, window_end=end, counts=counts, view_to_purchase=rate)
+        metrics.EVENTS.labels("category_analytics", "ok").inc()
+
+
+@app.agent(category_actions_topic)
+async def category_analytics(stream):
+    """Actions and uploads per category in tumbling windows, with view-to-purchase conversion."""
+    async for event in stream.events():
+        await process_or_dead_letter([event], "category_analytics", count_category_activities)
+
+
+@app.timer(1.0)
+async def publish_category_stats() -> None:
+    stats = list(pending_category_stats.values())
+    pending_category_stats.clear()
+    for window in stats:
+        await emit(category_stats_topic, window.category, window, "category_analytics")
 
 
 class TopicSnapshotReader:
@@ -287,7 +370,12 @@ async def materialize_catalog() -> None:
     async def upsert(items: list[IndexedProduct]) -> None:
         await in_thread(store_thread, handlers.materialize, services, items)
 
-    await follow_compacted(topics.CATALOG_VECTORS, IndexedProduct, upsert, catalog_loaded)
+    loaded = asyncio.Event()
+    follower = asyncio.create_task(follow_compacted(topics.CATALOG_VECTORS, IndexedProduct, upsert, loaded))
+    await loaded.wait()
+    await in_thread(store_thread, services.store.optimize)  # index the bulk load before serving from it
+    catalog_loaded.set()
+    await follower
 
 
 @app.task

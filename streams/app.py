@@ -49,6 +49,13 @@ similar_items_topic = _topic(topics.SIMILAR_ITEMS)
 recommendations_topic = _topic(topics.RECOMMENDATIONS)
 search_results_topic = _topic(topics.SEARCH_RESULTS)
 product_actions_topic = _topic(topics.PRODUCT_ACTIONS)
+references_topic = _topic(topics.REFERENCES)
+shelf_frames_topic = _topic(topics.SHELF_FRAMES)
+category_predictions_topic = _topic(topics.CATEGORY_PREDICTIONS)
+catalog_flags_topic = _topic(topics.CATALOG_FLAGS)
+inventory_updates_topic = _topic(topics.INVENTORY_UPDATES)
+category_actions_topic = _topic(topics.CATEGORY_ACTIONS)
+category_stats_topic = _topic(topics.CATEGORY_STATS)
 popularity_topic = _topic(topics.POPULARITY)
 dead_letters_topic = _topic(topics.DEAD_LETTERS)
 
@@ -64,3 +71,12 @@ popularity = app.Table("product-popularity", default=float, partitions=settings.
                                            value_serializer="json"),
                        ).hopping(settings.popularity_window_s, settings.popularity_window_s / 4,
                                  expires=settings.popularity_window_s * 2)
+
+# Keyed "store_id/shelf_id" (frames are keyed by store id): the last count per product on each shelf.
+shelf_stock = app.Table("shelf-stock", default=dict, partitions=settings.kafka_partitions,
+                        schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"))
+
+# Keyed "category|action", like analytics.category-actions: events per tumbling window.
+category_counts = app.Table("category-action-counts", default=int, partitions=settings.kafka_partitions,
+                            schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
+                            ).tumbling(settings.analytics_window_s, expires=settings.analytics_window_s * 3)

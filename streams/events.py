@@ -50,6 +50,23 @@ class ShopperAction(Event):
     action: Action
 
 
+class ReferenceImage(ImageRef):
+    """A brand's genuine product photo: listings by other sellers that copy it get flagged."""
+
+    reference_id: Identifier
+    brand: str = Field(min_length=1, max_length=100)
+    title: str = Field(min_length=1, max_length=300)
+    owner_seller_id: Identifier
+    category: str | None = Field(None, max_length=64)
+
+
+class ShelfFrame(ImageRef):
+    """A shelf-camera frame: several products side by side on a shelf."""
+
+    store_id: Identifier
+    shelf_id: Identifier
+
+
 class ImageUpload(ImageRef):
     user_id: Identifier | None = None
     k: int = Field(10, ge=1, le=100)
@@ -68,15 +85,24 @@ class IndexedProduct(BaseModel):
     seller_id: str
     source_event_id: str
     model: str
+    kind: Literal["listing", "reference"] = "listing"
+    image_hash: str | None = Field(None, description="64-bit perceptual hash of the image, hex")
     vector_b64: str = Field(repr=False, description="image embedding, float32 little-endian, base64")
     text_vector_b64: str | None = Field(None, repr=False, description="title embedding, same encoding")
     thumbnail_b64: str | None = Field(None, repr=False, description="small PNG for result pages")
 
     @classmethod
-    def of(cls, listing: ProductListed, vector: np.ndarray, model: str, text_vector: np.ndarray | None,
-           thumbnail_png: bytes) -> "IndexedProduct":
-        fields = listing.model_dump(include={"product_id", "title", "category", "price", "in_stock", "seller_id"})
-        return cls(**fields, source_event_id=listing.event_id, model=model, vector_b64=encode_vector(vector),
+    def of(cls, listing: "ProductListed | ReferenceImage", vector: np.ndarray, model: str,
+           text_vector: np.ndarray | None, thumbnail_png: bytes, image_hash: int) -> "IndexedProduct":
+        if isinstance(listing, ReferenceImage):  # stored beside listings, never shown to shoppers
+            fields = {"product_id": listing.reference_id, "title": f"{listing.brand} {listing.title}",
+                      "category": listing.category, "price": 0.0, "in_stock": False,
+                      "seller_id": listing.owner_seller_id, "kind": "reference"}
+        else:
+            fields = listing.model_dump(include={"product_id", "title", "category", "price", "in_stock",
+                                                 "seller_id"})
+        return cls(**fields, source_event_id=listing.event_id, model=model, image_hash=f"{image_hash:016x}",
+                   vector_b64=encode_vector(vector),
                    text_vector_b64=None if text_vector is None else encode_vector(text_vector),
                    thumbnail_b64=base64.b64encode(thumbnail_png).decode())
 
@@ -123,6 +149,7 @@ class SearchResults(BaseModel):
     source_event_id: str = Field(description="The upload's event id, like request_id; the same field on every output")
     user_id: str | None
     items: list[ScoredItem]
+    predicted_category: str | None = Field(None, description="What the photo shows, by a vote of the results")
 
 
 class ProductActivity(BaseModel):
@@ -142,6 +169,58 @@ class PopularityScore(BaseModel):
     score: float = Field(description="Action-weighted count in the window")
     window_end: float
     source_event_id: str = Field(description="The last action counted in this score")
+
+
+class CategoryPrediction(BaseModel):
+    product_id: str
+    source_event_id: str
+    declared: str | None
+    predicted: str | None
+    confidence: float
+    mismatch: bool
+
+
+class CatalogFlag(BaseModel):
+    """A listing that needs a person's look, with the evidence."""
+
+    product_id: str
+    seller_id: str
+    source_event_id: str
+    kind: Literal["category_mismatch", "counterfeit_suspect", "near_duplicate"]
+    matched_id: str | None = None
+    matched_seller_id: str | None = None
+    similarity: float | None = None
+    hash_distance: int | None = Field(None, description="pHash Hamming distance (of 64 bits) to the match")
+    declared_category: str | None = None
+    predicted_category: str | None = None
+    confidence: float | None = None
+
+
+class InventoryUpdate(BaseModel):
+    store_id: str
+    shelf_id: str
+    product_id: str = Field(description="A catalog product id, or 'unknown' for unrecognized items")
+    count: int
+    change: int
+    ts: float
+    source_event_id: str
+
+
+class CategoryActivity(BaseModel):
+    """One shopper action or photo upload, re-keyed by category for the analytics windows."""
+
+    category: str
+    action: Literal["view", "click", "add_to_cart", "purchase", "upload"]
+    ts: float
+    source_event_id: str
+
+
+class CategoryWindowStats(BaseModel):
+    category: str
+    window_start: float
+    window_end: float
+    counts: dict[str, int]
+    view_to_purchase: float | None = Field(description="Purchases per view in the window; None without views")
 
 
 class DeadLetter(BaseModel):

@@ -15,17 +15,22 @@ from pydantic import BaseModel, ValidationError
 from models.embedders import EmbedderSpec, ImageEmbedder, resolve_spec
 from models.images import BadImage, decode_image, load_image_ref, thumbnail_png
 from models.text import TextEmbedder
+from recommender.categorize import check_declared_category, vote_category
+from recommender.duplicates import CopyThresholds, assess_listing, perceptual_hash
 from recommender.interests import Interest, UserProfile
+from recommender.shelf import UNKNOWN, BadShelfFrame, count_items, segment_items
 from recommender.popularity import PopularityBoard
 from recommender.recommend import RecommendationPolicy, recommend, user_interests
 from recommender.settings import Settings
 from recommender.store import TEXT, Hit, Product, ProductFilter, ProductStore
-from streams.events import (ImageRef, ImageUpload, IndexedProduct, ProductActivity, ProductListed, Recommendations, ScoredItem, SearchResults,
+from streams.events import (CatalogFlag, CategoryPrediction, ImageRef, ImageUpload, IndexedProduct, ProductActivity,
+                            ProductListed, Recommendations, ReferenceImage, ScoredItem, SearchResults, ShelfFrame,
                             ShopperAction, SimilarItems)
 
 
 E = TypeVar("E", bound=BaseModel)
 I = TypeVar("I", bound=ImageRef)
+L = TypeVar("L", ProductListed, ReferenceImage)
 
 
 class Rejected(Exception):
@@ -127,6 +132,12 @@ class Services:
         self.spec, self.pending = self.pending, None
 
     @cached_property
+    def copy_thresholds(self) -> CopyThresholds:
+        s = self.settings
+        return CopyThresholds(min_similarity=s.copy_min_similarity, min_similarity_with_hash=s.copy_min_similarity_with_hash,
+                              max_hash_distance=s.copy_max_hash_distance)
+
+    @cached_property
     def popularity(self) -> PopularityBoard:
         return PopularityBoard()
 
@@ -160,9 +171,10 @@ def embed_uploads(services: Services, uploads: list[ImageUpload]
         rejected
 
 
-def embed_listings(services: Services, listings: list[ProductListed], spec: EmbedderSpec | None = None
-                   ) -> tuple[list[IndexedProduct], list[tuple[ProductListed, str]]]:
-    """Listings with image and title embeddings and a thumbnail; rejected listings with the reason.
+def embed_listings(services: Services, listings: list[L], spec: EmbedderSpec | None = None
+                   ) -> tuple[list[IndexedProduct], list[tuple[L, str]]]:
+    """Listings (or brand reference images) with image and title embeddings, a perceptual
+    hash and a thumbnail; rejected ones with the reason.
 
     ``spec`` picks a model other than the one in service (re-indexing for a model switch).
     """
@@ -171,7 +183,8 @@ def embed_listings(services: Services, listings: list[ProductListed], spec: Embe
     vectors = embedder.embed(images)
     text = services.text_embedder
     text_vectors = text.embed([listing.title for listing in usable]) if text else [None] * len(usable)
-    indexed = [IndexedProduct.of(listing, vector, embedder.name, text_vector, thumbnail_png(image))
+    indexed = [IndexedProduct.of(listing, vector, embedder.name, text_vector, thumbnail_png(image),
+                                 perceptual_hash(image))
                for listing, image, vector, text_vector in zip(usable, images, vectors, text_vectors)]
     return indexed, rejected
 
@@ -189,22 +202,70 @@ def materialize(services: Services, indexed: list[IndexedProduct]) -> tuple[list
             continue
         vectors = np.stack([item.vector() for item in items])
         store.upsert_products([Product(product_id=i.product_id, title=i.title, price=i.price, category=i.category,
-                                       in_stock=i.in_stock, seller_id=i.seller_id, thumbnail_b64=i.thumbnail_b64)
+                                       in_stock=i.in_stock, seller_id=i.seller_id, thumbnail_b64=i.thumbnail_b64,
+                                       kind=i.kind, image_hash=i.image_hash)
                                for i in items], vectors, [item.text_vector() for item in items])
         if store is services.store:
             current, current_vectors = items, vectors
     return current, current_vectors
 
 
-def index_products(services: Services, indexed: list[IndexedProduct]) -> list[SimilarItems]:
-    """Store the products, then emit similar items for each and for neighbours it now appears beside."""
-    listings, vectors = materialize(services, indexed)
+@dataclass
+class IndexResult:
+    similar: list[SimilarItems] = field(default_factory=list)
+    categories: list[CategoryPrediction] = field(default_factory=list)
+    flags: list[CatalogFlag] = field(default_factory=list)
+
+
+def index_products(services: Services, indexed: list[IndexedProduct]) -> IndexResult:
+    """Store the products; for new listings, similar items (theirs and their new neighbours'),
+    a predicted category, and flags for category mismatches and copied images."""
+    stored, vectors = materialize(services, indexed)
+    is_listing = [item.kind == "listing" for item in stored]
+    listings = [item for item, keep in zip(stored, is_listing) if keep]
     if not listings:
-        return []
-    outputs, hit_lists = _similar_items(services, [listing.product_id for listing in listings], vectors,
+        return IndexResult()
+    vectors = vectors[np.array(is_listing)]
+    similar, hit_lists = _similar_items(services, [listing.product_id for listing in listings], vectors,
                                         [listing.source_event_id for listing in listings])
-    outputs.update(_refresh_neighbours(services, listings, hit_lists, exclude=set(outputs)))
-    return list(outputs.values())
+    similar.update(_refresh_neighbours(services, listings, hit_lists, exclude=set(similar)))
+    result = IndexResult(similar=list(similar.values()))
+    references = services.store.search(vectors, limit=3, product_filter=ProductFilter(kind="reference",
+                                                                                      in_stock_only=False))
+    for listing, hits, reference_hits in zip(listings, hit_lists, references):
+        check = check_declared_category(listing.category, vote_category(hits, listing.product_id),
+                                        services.settings.category_mismatch_confidence)
+        result.categories.append(CategoryPrediction(
+            product_id=listing.product_id, source_event_id=listing.source_event_id, declared=check.declared,
+            predicted=check.predicted, confidence=round(check.confidence, 4), mismatch=check.mismatch))
+        if check.mismatch:
+            result.flags.append(CatalogFlag(
+                product_id=listing.product_id, seller_id=listing.seller_id, source_event_id=listing.source_event_id,
+                kind="category_mismatch", declared_category=check.declared, predicted_category=check.predicted,
+                confidence=round(check.confidence, 4)))
+        if copy := _copy_flag(services, listing, hits, reference_hits):
+            result.flags.append(copy)
+    return result
+
+
+def _copy_flag(services: Services, listing: IndexedProduct, listing_hits: list[Hit],
+               reference_hits: list[Hit]) -> CatalogFlag | None:
+    """A flag when the listing's image copies a brand's reference or another seller's listing."""
+    if listing.image_hash is None:
+        return None
+    hashes = {hit.product.product_id: int(hit.product.image_hash, 16)
+              for hit in (*listing_hits, *reference_hits) if hit.product.image_hash}
+    product = Product(listing.product_id, listing.title, listing.price, listing.category, listing.in_stock,
+                      listing.seller_id)
+    verdict = assess_listing(product, int(listing.image_hash, 16), reference_hits=reference_hits,
+                             reference_hashes=hashes, listing_hits=listing_hits, listing_hashes=hashes,
+                             thresholds=services.copy_thresholds)
+    if verdict.verdict not in ("counterfeit_suspect", "near_duplicate"):
+        return None
+    return CatalogFlag(product_id=listing.product_id, seller_id=listing.seller_id,
+                       source_event_id=listing.source_event_id, kind=verdict.verdict,
+                       matched_id=verdict.matched_id, matched_seller_id=verdict.matched_seller_id,
+                       similarity=round(verdict.similarity, 4), hash_distance=verdict.hash_distance)
 
 
 def similar_items_page(services: Services, limit: int, offset: str | None, source_event_id: str
@@ -311,7 +372,8 @@ def search_uploads(services: Services, embedded: list[tuple[ImageUpload, PhotoVe
         product_filter = ProductFilter(category=upload.category, max_price=upload.max_price)
         hits = search_products(services, upload.k, product_filter, photo, None)
         results.append(SearchResults(request_id=upload.event_id, source_event_id=upload.event_id,
-                                     user_id=upload.user_id, items=scored(hits)))
+                                     user_id=upload.user_id, items=scored(hits),
+                                     predicted_category=vote_category(hits, product_id="").category))
     return results
 
 
@@ -368,3 +430,30 @@ def search_products(services: Services, k: int, product_filter: ProductFilter, p
             return store.search_fused(photo.vector, text_vector, k, product_filter)
         return store.search(photo.vector[None], k, product_filter)[0]
     return services.store.search(text_vector[None], k, product_filter, using=TEXT)[0]
+
+
+def embed_shelf_frames(services: Services, frames: list[ShelfFrame]
+                       ) -> tuple[list[tuple[ShelfFrame, list[PhotoVector]]], list[tuple[ShelfFrame, str]]]:
+    """Each frame's item crops, embedded; frames that cannot be read or hold no items are rejected."""
+    usable, images, rejected = decode_images(services, frames)
+    embedded = []
+    for frame, image in zip(usable, images):
+        try:
+            crops = [item.crop for item in segment_items(image)]
+        except BadShelfFrame as error:
+            rejected.append((frame, str(error)))
+            continue
+        embedder = services.embedder
+        embedded.append((frame, [PhotoVector(embedder.name, vector) for vector in embedder.embed(crops)]))
+    return embedded, rejected
+
+
+def count_shelf(services: Services, crops: list[PhotoVector]) -> dict[str, int]:
+    """Items per catalog product on the shelf; crops that match nothing well enough count as unknown."""
+    if not crops:
+        return {}
+    store = services.store_to_search(crops[0])
+    best = store.search(np.stack([crop.vector for crop in crops]), limit=1,
+                        product_filter=ProductFilter(in_stock_only=False))
+    recognitions = [(hits[0].product.product_id, hits[0].score) if hits else (UNKNOWN, 0.0) for hits in best]
+    return count_items(recognitions, services.settings.shelf_match_threshold)

@@ -38,11 +38,24 @@ PRODUCT_ACTIONS = TopicSpec("analytics.product-actions", "shopper actions with t
                             "by product (output; input of the popularity and analytics agents)", "product_id")
 POPULARITY = TopicSpec("analytics.popularity", "windowed popularity score per product (output; compacted)",
                        "product_id", compacted=True)
+REFERENCES = TopicSpec("catalog.references", "genuine reference images of brands (input)", "reference_id")
+SHELF_FRAMES = TopicSpec("warehouse.shelf-frames", "shelf-camera frames (input)", "store_id")
+CATEGORY_PREDICTIONS = TopicSpec("catalog.categories", "predicted category per listing (output)", "product_id",
+                                 compacted=True)
+CATALOG_FLAGS = TopicSpec("catalog.flags", "listings to review: category mismatch, counterfeit suspect, near "
+                          "duplicate, with evidence (output)", "product_id")
+INVENTORY_UPDATES = TopicSpec("inventory.updates", "stock count changes per store, shelf and product (output)",
+                              "store_id")
+CATEGORY_ACTIONS = TopicSpec("analytics.category-actions", "actions and uploads re-keyed by category (output; "
+                             "input of the category analytics agent)", "category")
+CATEGORY_STATS = TopicSpec("analytics.category-stats", "per-category action counts and conversion in tumbling "
+                           "windows (output)", "category")
 DEAD_LETTERS = TopicSpec("dead-letters", "rejected input with the reason (output)", "source topic")
 
 INPUT_TOPICS = (CATALOG, ACTIONS, UPLOADS)
 ALL_TOPICS = (CATALOG, CATALOG_VECTORS, ACTIONS, UPLOADS, SIMILAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS,
-              PRODUCT_ACTIONS, POPULARITY, DEAD_LETTERS)
+              PRODUCT_ACTIONS, POPULARITY, REFERENCES, SHELF_FRAMES, CATEGORY_PREDICTIONS, CATALOG_FLAGS,
+              INVENTORY_UPDATES, CATEGORY_ACTIONS, CATEGORY_STATS, DEAD_LETTERS)
 
 
 def topic_name(spec: TopicSpec, settings: Settings) -> str:
@@ -80,7 +93,7 @@ def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
     return configs
 
 
-def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics (idempotent); returns the names that were created."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -96,7 +109,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         existing = set(admin.list_topics())
         wanted = [NewTopic(topic_name(spec, settings), settings.kafka_partitions, settings.kafka_replication,
                            topic_configs=topic_configs(spec, settings))
-                  for spec in ALL_TOPICS if topic_name(spec, settings) not in existing]
+                  for spec in specs if topic_name(spec, settings) not in existing]
         created = []
         for topic in wanted:
             try:

@@ -39,13 +39,13 @@ def test_new_listing_refreshes_its_neighbours_similar_items(shop, catalog):
     twin = {**source.listing(), "event_id": "list-twin", "product_id": "twin-of-" + source.product_id,
             "title": "Twin " + source.title}
     reader = TopicReader(settings, topics.SIMILAR_ITEMS)
-    reader.poll(1.0)
-    seen = len(reader.messages)
     produce(settings, topics.CATALOG, [(twin["product_id"], twin)])
-    reader.until(lambda messages: any(m["product_id"] == source.product_id for m in messages[seen:]), 60)
-    refreshed = [m for m in reader.messages[seen:] if m["product_id"] == source.product_id][-1]
-    assert refreshed["items"][0]["product_id"] == twin["product_id"]
-    assert refreshed["source_event_id"] == "list-twin"
+
+    def refreshed(messages):
+        return [m for m in messages if m["product_id"] == source.product_id and m["source_event_id"] == "list-twin"]
+
+    reader.until(lambda messages: refreshed(messages), 60)
+    assert refreshed(reader.messages)[-1]["items"][0]["product_id"] == twin["product_id"]
     reader.close()
 
 
