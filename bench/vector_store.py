@@ -9,9 +9,12 @@ The catalog is synthetic: real Fashion-MNIST embeddings would take an hour per 1
 mixture: 10 categories, each with 50 styles, items scattered around their style. Uniform
 random vectors would be the worst case for HNSW and unlike any real embedding. Queries
 are fresh items from the same mixture (not in the catalog), one per search call, like the
-per-listing searches of ``streams.handlers``.
+per-listing searches of ``streams.handlers``. Filtered searches keep one category (~1/10 of
+the items): the query's own (the usual case: similar items of the same kind) or another one
+(the hard case: every remaining item is about equally far from the query).
 """
 import argparse
+import random
 import shutil
 import statistics
 import tempfile
@@ -30,10 +33,11 @@ DIM = 1280
 CATEGORIES = 10
 STYLES_PER_CATEGORY = 50
 K = 10
+FILTERS = ("none", "own category", "other category")
 UPSERT_BATCH = 32  # Settings.ingest_batch_size: how the catalog agent writes
-# qdrant-client warns above 20,000 points that local mode is not meant for more, and its
-# upsert slows with size (it grows numpy arrays with np.append per point): loading 100k
-# took over 15 minutes on the busy host, so the embedded store is measured up to here.
+# qdrant-client warns above 20,000 points that local mode is not meant for more. Loading
+# 100k into it takes many minutes on the busy host (each point's upsert copies bookkeeping
+# arrays with np.append) and each search scans everything, so it is measured up to here.
 EMBEDDED_LIMIT = 20_000
 
 
@@ -42,7 +46,12 @@ class Catalog:
     vectors: np.ndarray  # (n, DIM) float32, unit rows
     categories: np.ndarray  # (n,) int
     queries: np.ndarray
-    query_filter_categories: np.ndarray  # a random category per query, for the filtered search
+    query_categories: np.ndarray
+    other_categories: np.ndarray  # a random category other than the query's own
+
+    def filter_category(self, query_index: int, kind: str) -> int | None:
+        return {"none": None, "own category": int(self.query_categories[query_index]),
+                "other category": int(self.other_categories[query_index])}[kind]
 
 
 def synthetic_catalog(size: int, queries: int, seed: int = 0) -> Catalog:
@@ -65,8 +74,9 @@ def synthetic_catalog(size: int, queries: int, seed: int = 0) -> Catalog:
         return unit(style_centres[styles] + 0.6 * random_directions(count)), style_category[styles]
 
     vectors, categories = items(size)
-    query_vectors, _ = items(queries)
-    return Catalog(vectors, categories, query_vectors, rng.integers(0, CATEGORIES, queries))
+    query_vectors, query_categories = items(queries)
+    other_categories = (query_categories + rng.integers(1, CATEGORIES, queries)) % CATEGORIES
+    return Catalog(vectors, categories, query_vectors, query_categories, other_categories)
 
 
 @dataclass
@@ -78,8 +88,8 @@ class Backend:
     upsert_points_per_s: float | None = None
     index_build_s: float | None = None
     close: Callable[[], None] = lambda: None
-    latencies: dict[bool, list[float]] = field(default_factory=lambda: {False: [], True: []})
-    found: dict[bool, list[list[int]]] = field(default_factory=lambda: {False: [], True: []})
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {kind: [] for kind in FILTERS})
+    found: dict[str, list[list[int]]] = field(default_factory=lambda: {kind: [] for kind in FILTERS})
 
 
 def brute_force(catalog: Catalog) -> Backend:
@@ -139,8 +149,11 @@ def qdrant_client_upsert_rate_on_disk(catalog: Catalog, count: int) -> float:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def qdrant_edge_shard(name: str, catalog: Catalog, quantized: bool, hnsw_ef: int) -> Backend:
-    """Qdrant Edge with an HNSW index (built by ``optimize()``, timed separately from upserts)."""
+def qdrant_edge_shard(name: str, catalog: Catalog, quantized: bool, hnsw_ef: int) -> list[Backend]:
+    """Qdrant Edge with an HNSW index (built by ``optimize()``, timed separately from upserts).
+
+    Two backends share the shard: plain HNSW search, and the same with ACORN, which widens
+    the graph walk past neighbours the filter rejects (it only changes filtered searches)."""
     folder = tempfile.mkdtemp(prefix="bench-edge-")
     config = edge.EdgeConfig(
         vectors={IMAGE: edge.EdgeVectorParams(size=DIM, distance=edge.Distance.Cosine)},
@@ -163,38 +176,44 @@ def qdrant_edge_shard(name: str, catalog: Catalog, quantized: bool, hnsw_ef: int
     shard.optimize()
     build_s = time.perf_counter() - start
     # Rescoring the int8 candidates with the float vectors keeps recall near the float index.
-    params = edge.SearchParams(hnsw_ef=hnsw_ef, quantization=edge.QuantizationSearchParams(rescore=True, oversampling=2.0)
-                               if quantized else None)
+    quantization = edge.QuantizationSearchParams(rescore=True, oversampling=2.0) if quantized else None
 
-    def search(query: np.ndarray, category: int | None) -> list[int]:
-        query_filter = None if category is None else edge.Filter(
-            must=[edge.FieldCondition(key="category", match=edge.MatchValue(f"c{category}"))])
-        points = shard.query(edge.QueryRequest(limit=K, query=edge.Query.Nearest(query.tolist(), using=IMAGE),
-                                               filter=query_filter, params=params, with_payload=True))
-        return [point.id for point in points]
+    def searcher(params: edge.SearchParams) -> Callable[[np.ndarray, int | None], list[int]]:
+        def search(query: np.ndarray, category: int | None) -> list[int]:
+            query_filter = None if category is None else edge.Filter(
+                must=[edge.FieldCondition(key="category", match=edge.MatchValue(f"c{category}"))])
+            points = shard.query(edge.QueryRequest(limit=K, query=edge.Query.Nearest(query.tolist(), using=IMAGE),
+                                                   filter=query_filter, params=params, with_payload=True))
+            return [point.id for point in points]
+        return search
 
     def close() -> None:
         shard.close()
         shutil.rmtree(folder, ignore_errors=True)
 
-    return Backend(name, search, rate, build_s, close)
+    plain = edge.SearchParams(hnsw_ef=hnsw_ef, quantization=quantization)
+    acorn = edge.SearchParams(hnsw_ef=hnsw_ef, quantization=quantization, acorn=edge.AcornSearchParams(enable=True))
+    return [Backend(name, searcher(plain), rate, build_s, close),
+            Backend(f"{name}, ACORN", searcher(acorn), rate, build_s)]
 
 
 def run_queries(backends: Sequence[Backend], catalog: Catalog, budget_s: float) -> None:
-    """Each query goes to every backend in turn (so load drift hits all alike), unfiltered then
-    filtered. A backend that has used up ``budget_s`` on a kind of search stops taking more of
-    it once it has answered 10; its figures are then over fewer queries (the table says how many)."""
-    for filtered in (False, True):
+    """Each query goes to every backend in turn (so load drift hits all alike), for each kind of
+    filter in turn. The order is shuffled per query: two backends sharing one Edge shard would
+    otherwise always find the second one's graph path still in cache. A backend that has used
+    up ``budget_s`` on a kind of search stops taking more of it once it has answered 10; its
+    figures are then over fewer queries (the table says how many)."""
+    for kind in FILTERS:
         for index, query in enumerate(catalog.queries):
-            category = int(catalog.query_filter_categories[index]) if filtered else None
-            for backend in backends:
-                latencies = backend.latencies[filtered]
+            category = catalog.filter_category(index, kind)
+            for backend in random.Random(index).sample(list(backends), len(backends)):
+                latencies = backend.latencies[kind]
                 if len(latencies) < index or (len(latencies) >= 10 and sum(latencies) > budget_s):
                     continue
                 start = time.perf_counter()
                 found = backend.search(query, category)
                 latencies.append(time.perf_counter() - start)
-                backend.found[filtered].append(found)
+                backend.found[kind].append(found)
 
 
 def recall(found: list[list[int]], truth: list[list[int]]) -> float:
@@ -203,19 +222,17 @@ def recall(found: list[list[int]], truth: list[list[int]]) -> float:
 
 def report(size: int, backends: Sequence[Backend]) -> None:
     exact = backends[0]
-    baseline_qps = {filtered: len(exact.latencies[filtered]) / sum(exact.latencies[filtered]) for filtered in (False, True)}
+    qps = lambda backend, kind: len(backend.latencies[kind]) / sum(backend.latencies[kind])
     rows = []
     for backend in backends:
-        for filtered in (False, True):
-            latencies = backend.latencies[filtered]
-            qps = len(latencies) / sum(latencies)
-            unfiltered_qps = len(backend.latencies[False]) / sum(backend.latencies[False])
-            rows.append((backend.name, "category" if filtered else "none",
+        for kind in FILTERS:
+            latencies = backend.latencies[kind]
+            rows.append((backend.name, kind,
                          "-" if backend.upsert_points_per_s is None else backend.upsert_points_per_s,
                          "-" if backend.index_build_s is None else backend.index_build_s,
-                         len(latencies), 1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.95), qps,
-                         recall(backend.found[filtered], exact.found[filtered]), qps / baseline_qps[filtered],
-                         qps / unfiltered_qps))
+                         len(latencies), 1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.95),
+                         qps(backend, kind), recall(backend.found[kind], exact.found[kind]),
+                         qps(backend, kind) / qps(exact, kind), qps(backend, kind) / qps(backend, "none")))
     print(f"\n### {size:,} items\n")
     print(table(["backend", "filter", "upsert pts/s", "index build s", "queries", "p50 ms", "p95 ms", "QPS",
                  "recall@10", "QPS vs brute force", "QPS vs own unfiltered"], rows))
@@ -226,17 +243,17 @@ def run(full: bool = False) -> None:
     queries, budget_s = (200, 30.0) if full else (100, 10.0)
     on_disk_points = 10_000 if full else 2_000
     print(f"## Vector store ({DIM}-d synthetic unit vectors, {CATEGORIES} categories x {STYLES_PER_CATEGORY} styles, "
-          f"top {K}, single-query calls, category filter keeps ~1/{CATEGORIES})\n\n{machine_summary()}")
+          f"top {K}, single-query calls, a category filter keeps ~1/{CATEGORIES})\n\n{machine_summary()}")
     for size in sizes:
         catalog = synthetic_catalog(size, queries)
         backends = [brute_force(catalog)]
         if size <= EMBEDDED_LIMIT:
             memory_client = QdrantClient(location=":memory:")
             backends.append(qdrant_client_store("qdrant-client :memory:", memory_client, catalog, memory_client.close))
-        backends.append(qdrant_edge_shard("qdrant-edge HNSW int8+rescore", catalog, quantized=True, hnsw_ef=128))
+        backends += qdrant_edge_shard("qdrant-edge HNSW int8+rescore", catalog, quantized=True, hnsw_ef=128)
         if size <= 10_000:
             # A float32 HNSW build is several times slower than the int8 one; at 100k it takes many minutes.
-            backends.append(qdrant_edge_shard("qdrant-edge HNSW float32", catalog, quantized=False, hnsw_ef=128))
+            backends += qdrant_edge_shard("qdrant-edge HNSW float32", catalog, quantized=False, hnsw_ef=128)
         run_queries(backends, catalog, budget_s)
         report(size, backends)
         for backend in backends:
