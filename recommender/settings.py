@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     text_embedder: str = Field("all-minilm-l6-v2", description="Title model for keyword search; 'none' turns it off")
     ingest_batch_size: int = Field(32, ge=1, description="Catalog events taken from the stream at once")
     ingest_batch_wait_s: float = Field(0.05, gt=0, description="Longest wait to fill an ingest batch")
+    embed_runtime: Literal["torch", "onnx"] = Field("torch", description="CNN runtime; 'onnx' (ONNX Runtime) ran "
+                                                    "the forward pass about 3.5x faster here (BENCHMARKS.md)")
     forward_batch: int = Field(4, ge=1, description="Images per CNN forward pass")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads (1 is fastest on a busy 2-core host)")
     image_root: Path = Field(Path("var/images"), description="Catalog events may reference files only below this folder")

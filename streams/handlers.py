@@ -96,7 +96,7 @@ class Services:
     def embedder_for(self, spec: EmbedderSpec) -> ImageEmbedder:
         if spec.name not in self._embedders:
             s = self.settings
-            self._embedders[spec.name] = ImageEmbedder(spec, s.torch_threads, s.forward_batch)
+            self._embedders[spec.name] = ImageEmbedder(spec, s.torch_threads, s.forward_batch, s.embed_runtime)
         return self._embedders[spec.name]
 
     @property

@@ -5,9 +5,6 @@ from PIL import Image
 
 from models.embedders import load_embedder
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
 
 def test_onnx_runtime_embeddings_match_torch():
     rng = np.random.default_rng(0)
