@@ -30,6 +30,12 @@ def isolated_settings(broker_url: str, **overrides) -> Settings:
     return Settings(**values)
 
 
+def group_member(settings: Settings) -> Settings:
+    """Settings for one more worker of the same consumer group (same app id and topics): it
+    needs its own web port and, with the embedded store, its own store folder."""
+    return settings.model_copy(update={"web_port": free_port(), "qdrant_path": tempfile.mkdtemp(prefix="vr-store-")})
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     env = {f"VR_{name.upper()}": str(value) for name, value in settings.model_dump().items() if value is not None}
     return {**os.environ, **env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

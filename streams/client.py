@@ -2,6 +2,7 @@
 import json
 import time
 from collections.abc import Callable, Iterable
+from urllib.request import urlopen
 
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -52,3 +53,12 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def profile_owners(worker_url: str) -> dict[str, set[int]]:
+    """Worker (canonical URL) -> the user-profile partitions it holds, as the consumer group's
+    assignment reads on the worker at ``worker_url`` (Faust's router endpoint)."""
+    with urlopen(f"{worker_url}/router/user-profiles/", timeout=5) as response:
+        by_worker = json.load(response)
+    return {url: {partition for partitions in changelogs.values() for partition in partitions}
+            for url, changelogs in by_worker.items() if any(changelogs.values())}

@@ -1,0 +1,202 @@
+"""Scale-out: workers in one consumer group share the partitions; when one stops, the other
+takes over its partitions and the user profiles stored on them, and no event goes unanswered.
+
+Two real workers (same app id and topic prefix, their own web ports) share 4 partitions.
+Every user first views items of three distant categories; then, while the leaving worker is
+stopped in the middle of its users' stream, every user views a few more items of one category.
+Checked on recs.user-recommendations:
+  * every event has a recommendation (matched by source_event_id): none lost;
+  * duplicates are counted and printed (at-least-once allows them; ``-rP`` shows the line);
+  * every user's last recommendation still has 3 interests, and no recommendation shows an
+    item the user acted on before: the profile moved with its partition (a profile rebuilt
+    from the events after the handover alone would hold one category, so at most 2 interests).
+
+Runs on Apache Kafka in Docker with ``VR_TEST_BROKER=testcontainers``, and on the local
+broker with ``VR_TEST_SCALE_LOCAL=1`` (both through conftest's ``broker_url``). The SIGKILL
+variant needs Apache Kafka: the local broker never expires a member that dies without
+leaving, so its partitions never move.
+"""
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.partitioner.default import murmur2
+
+from infra.local_stack import Worker, group_member, isolated_settings
+from recommender.demo_data import demo_catalog
+from recommender.settings import Settings
+from streams import topics
+from streams.client import TopicReader, produce, profile_owners
+
+ON_APACHE_KAFKA = os.environ.get("VR_TEST_BROKER") == "testcontainers"
+# On the local broker every run so far lost 1-6 of the 360 events at the handover (cause
+# not found yet, docs/scale.md), so there it runs only when asked: VR_TEST_SCALE_LOCAL=1.
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(
+    not ON_APACHE_KAFKA and os.environ.get("VR_TEST_SCALE_LOCAL") != "1",
+    reason="loses events on the local broker (docs/scale.md); VR_TEST_SCALE_LOCAL=1 runs it")]
+# Timeouts are generous because the host is shared (load averages of 15-35 were seen on 2
+# cores, where one run took 9-10 minutes).
+PARTITIONS = 4
+CATALOG_SIZE = 60
+USERS = 40
+# Far apart under the CNN (cross-category cosine about 0.5, below the 0.6 that merges two
+# interests), so a user who viewed all three has exactly three interests.
+CATEGORIES = ("Bag", "Sneaker", "Trouser")
+ROUNDS_BEFORE = 2  # views of every category per user before the stop
+VIEWS_AFTER = 3  # then views of one category per user, around and after the stop
+EVENTS_PER_SECOND = 30
+
+
+@pytest.fixture(scope="module")
+def scale_catalog():
+    return demo_catalog(CATALOG_SIZE)
+
+
+def user_partition(user_id: str) -> int:
+    """The partition of a key under Kafka's default partitioner (what every producer here uses)."""
+    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+def browsing(catalog) -> tuple[list[dict], list[dict]]:
+    """Each user's views of all categories (before the stop), then of one category (after)."""
+    by_category = {category: [p.product_id for p in catalog if p.category == category] for category in CATEGORIES}
+    before, after = [], []
+    for step in range(ROUNDS_BEFORE * len(CATEGORIES) + VIEWS_AFTER):
+        for number in range(USERS):
+            user = f"user-{number}"
+            if step < ROUNDS_BEFORE * len(CATEGORIES):
+                category, phase = CATEGORIES[step % len(CATEGORIES)], before
+            else:
+                category, phase = CATEGORIES[number % len(CATEGORIES)], after
+            products = by_category[category]
+            phase.append({"event_id": f"{user}-{step}", "user_id": user, "action": "view", "ts": 1_000.0 + step,
+                          "product_id": products[(number + 7 * step) % len(products)]})
+    return before, after
+
+
+def owners_by_port(worker: Worker) -> dict[int, set[int]]:
+    """Web port -> user-profile partitions held, as the group's assignment reads on ``worker``."""
+    return {urlsplit(url).port: partitions
+            for url, partitions in profile_owners(f"http://127.0.0.1:{worker.settings.web_port}").items()}
+
+
+def wait_for_owners(worker: Worker, ports: set[int], timeout_s: float) -> dict[int, set[int]]:
+    """Wait until the workers on ``ports``, and no others, hold all partitions between them."""
+    deadline = time.monotonic() + timeout_s
+    owners: dict[int, set[int]] = {}
+    while time.monotonic() < deadline:
+        owners = owners_by_port(worker)
+        if set(owners) == ports and set().union(*owners.values()) == set(range(PARTITIONS)):
+            return owners
+        time.sleep(0.5)
+    raise TimeoutError(f"partitions never settled on ports {ports}: last seen {owners}\n{worker.log_tail()}")
+
+
+def wait_until_committed(settings: Settings, partitions: set[int], timeout_s: float) -> None:
+    """Wait until the consumer group has committed every action already on ``partitions``."""
+    # Reads the group's offsets without joining the group (no subscribe, nothing committed).
+    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap_servers(settings), group_id=settings.app_id,
+                             enable_auto_commit=False, **topics.security_options(settings))
+    wanted = [TopicPartition(topics.topic_name(topics.ACTIONS, settings), p) for p in partitions]
+    deadline = time.monotonic() + timeout_s
+    try:
+        ends = consumer.end_offsets(wanted)
+        while time.monotonic() < deadline:
+            if all((consumer.committed(tp) or 0) >= ends[tp] for tp in wanted):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"offsets of partitions {partitions} not committed within {timeout_s} s")
+    finally:
+        consumer.close()
+
+
+def produce_paced(settings: Settings, events: list[dict]) -> None:
+    for start in range(0, len(events), 10):
+        produce(settings, topics.ACTIONS, [(e["user_id"], e) for e in events[start:start + 10]])
+        time.sleep(10 / EVENTS_PER_SECOND)
+
+
+def wait_for_answers(reader: TopicReader, event_ids: set[str], timeout_s: float) -> set[str]:
+    """Read recommendations until every event has one or time runs out; returns the unanswered."""
+    deadline = time.monotonic() + timeout_s
+    unanswered = set(event_ids) - {m["source_event_id"] for m in reader.messages}
+    while unanswered and time.monotonic() < deadline:
+        unanswered -= {m["source_event_id"] for m in reader.poll(0.5)}
+    return unanswered
+
+
+@pytest.mark.parametrize("stop_signal", [
+    signal.SIGTERM,
+    pytest.param(signal.SIGKILL, marks=pytest.mark.skipif(
+        not ON_APACHE_KAFKA, reason="the local broker never expires a killed member (no session timeout)")),
+], ids=["SIGTERM", "SIGKILL"])
+def test_survivor_takes_over_partitions_and_profiles_without_losing_events(broker_url, scale_catalog, tmp_path,
+                                                                           monkeypatch, stop_signal):
+    # Faust reads these from the environment: a killed worker's partitions move once its
+    # session times out (60 s by default), and heartbeats must come more often than that.
+    monkeypatch.setenv("BROKER_SESSION_TIMEOUT", "10")
+    monkeypatch.setenv("BROKER_HEARTBEAT_INTERVAL", "1")
+    settings = isolated_settings(broker_url, kafka_partitions=PARTITIONS)
+    topics.create_topics(settings)
+    # One consumer group: same app id and topic prefix; each worker its own web port and store.
+    staying = Worker(settings, tmp_path / "staying.log")
+    leaving = Worker(group_member(settings), tmp_path / "leaving.log")
+    recommendations = TopicReader(settings, topics.RECOMMENDATIONS)
+    try:
+        with ThreadPoolExecutor(2) as pool:  # a generous start timeout: the host is shared
+            list(pool.map(lambda worker: worker.start(timeout_s=180), (staying, leaving)))
+        produce(settings, topics.CATALOG, [(p.product_id, p.listing()) for p in scale_catalog])
+        similar = TopicReader(settings, topics.SIMILAR_ITEMS)
+        wanted = {p.product_id for p in scale_catalog}
+        similar.until(lambda messages: wanted <= {m["product_id"] for m in messages}, timeout_s=600)
+        similar.close()
+        owners = wait_for_owners(staying, {staying.settings.web_port, leaving.settings.web_port}, timeout_s=30)
+        moving = owners[leaving.settings.web_port]
+
+        before, after = browsing(scale_catalog)
+        produce(settings, topics.ACTIONS, [(e["user_id"], e) for e in before])
+        assert not wait_for_answers(recommendations, {e["event_id"] for e in before}, timeout_s=300)
+
+        # The leaving worker is stopped in the middle of its users' stream. The survivor is
+        # idle with its offsets committed at that instant: the local broker rejects a commit
+        # sent during the rebalance and the group never settles (docs/scale.md); Apache
+        # Kafka accepts it. Its users' events follow once it owns every partition.
+        moved_users = {e["user_id"] for e in before if user_partition(e["user_id"]) in moving}
+        assert moved_users, "the leaving worker owns no user: nothing would move"
+        stream = threading.Thread(target=produce_paced,
+                                  args=(settings, [e for e in after if e["user_id"] in moved_users]))
+        stream.start()
+        wait_until_committed(settings, set(range(PARTITIONS)) - moving, timeout_s=30)
+        leaving.stop(stop_signal)
+        stream.join()
+        wait_for_owners(staying, {staying.settings.web_port}, timeout_s=120)
+        produce(settings, topics.ACTIONS, [(e["user_id"], e) for e in after if e["user_id"] not in moved_users])
+
+        events = before + after
+        unanswered = wait_for_answers(recommendations, {e["event_id"] for e in events}, timeout_s=300)
+        duplicates = sum(count - 1 for count in Counter(m["source_event_id"] for m in recommendations.messages).values())
+        print(f"{stop_signal.name}: {len(events)} events, {len(unanswered)} lost, {duplicates} duplicates; "
+              f"{len(moved_users)} of {USERS} users moved with partitions {sorted(moving)}")
+        assert not unanswered, f"{len(unanswered)} events without a recommendation, e.g. {sorted(unanswered)[:5]}"
+
+        acted_on_before: dict[str, set[str]] = {}  # event id -> products its user acted on earlier
+        acted_on: dict[str, set[str]] = {}
+        for event in events:
+            acted_on_before[event["event_id"]] = set(acted_on.get(event["user_id"], ()))
+            acted_on.setdefault(event["user_id"], set()).add(event["product_id"])
+        for message in recommendations.messages:
+            shown = {item["product_id"] for item in message["items"]}
+            assert not shown & acted_on_before[message["source_event_id"]], message
+        last = {m["user_id"]: m for m in recommendations.messages}  # a user's outputs arrive in order
+        forgetful = {user: m["interests"] for user, m in last.items() if m["interests"] != len(CATEGORIES)}
+        assert not forgetful, f"users whose profile lost earlier interests (user: interests): {forgetful}"
+    finally:
+        recommendations.close()
+        for worker in (leaving, staying):
+            worker.stop()
