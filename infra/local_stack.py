@@ -47,14 +47,17 @@ class Worker:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 90.0) -> "Worker":
+    def start(self, timeout_s: float = 240.0) -> "Worker":
+        """Start the worker and wait until it is ready; on a busy 2-core host that can take minutes."""
         log = open(self.log_path, "ab")
+        earlier_log = log.tell()  # a restarted worker appends: only what this start writes counts
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker", "-l", "info", "--web-port", str(self.settings.web_port)],
             cwd=REPO, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
-        while "Worker ready" not in self.log_path.read_text(errors="replace"):
+        while b"Worker ready" not in self.log_path.read_bytes()[earlier_log:]:
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)  # a worker that never came up must not linger
                 raise RuntimeError(f"worker did not start:\n{self.log_tail()}")
             time.sleep(0.2)
         wait_for_port(self.settings.web_port, self.process)
