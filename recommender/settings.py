@@ -34,7 +34,7 @@ class Settings(BaseSettings):
 
     # Vector store
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded store")
-    qdrant_api_key: str | None = Field(None, description="API key for a Qdrant server")
+    qdrant_api_key: str | None = Field(None, repr=False, description="API key for a Qdrant server")
     qdrant_shard_number: int | None = Field(None, ge=1, description="Shards of each collection created on a "
                                             "Qdrant server or cluster; unset = the server's default")
     qdrant_replication_factor: int | None = Field(None, ge=1, description="Copies of each shard on a Qdrant "
