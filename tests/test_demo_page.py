@@ -55,8 +55,9 @@ def wait_for(browser: WebDriver, condition, timeout_s: float = WAIT_S):
 
 
 def card_ids(browser: WebDriver, grid_id: str) -> list[str]:
-    return [card.get_attribute("data-product-id")
-            for card in browser.find_elements(By.CSS_SELECTOR, f"#{grid_id} .card")]
+    # Read in one script: live updates replace a grid's cards at any moment.
+    return browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(card => card.dataset.productId)", f"#{grid_id} .card")
 
 
 def test_uploading_a_catalog_photo_shows_that_product_first(page, catalog, tmp_path):
