@@ -31,9 +31,9 @@ def isolated_settings(broker_url: str, **overrides) -> Settings:
 
 
 def group_member(settings: Settings) -> Settings:
-    """Settings for one more worker of the same consumer group (same app id and topics): it
-    needs its own web port and, with the embedded store, its own store folder."""
-    return settings.model_copy(update={"web_port": free_port(), "qdrant_path": tempfile.mkdtemp(prefix="vr-store-")})
+    """Settings for one more worker of the same consumer group (same app id and topics): its
+    own web port (which also names its embedded store's subfolder)."""
+    return settings.model_copy(update={"web_port": free_port()})
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
