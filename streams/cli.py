@@ -190,6 +190,12 @@ def _default_text(value: Any) -> str:
     return "unset" if value is None else f"`{value}`" if str(value) else '`""`'
 
 
+def _field_default(field) -> str:
+    if field.default_factory is not None:  # computed on the machine that reads the settings
+        return f"{field.default_factory.__module__}.{field.default_factory.__name__}()"
+    return _default_text(field.default)
+
+
 def configuration_reference() -> str:
     """Markdown table of every setting: variable, type, default and description."""
     prefix = Settings.model_config["env_prefix"]
@@ -205,7 +211,7 @@ def configuration_reference() -> str:
     ]
     for name, field in Settings.model_fields.items():
         lines.append(f"| `{prefix}{name.upper()}` | {_cell(_type_name(field.annotation))} "
-                     f"| {_cell(_default_text(field.default))} | {_cell(field.description or '')} |")
+                     f"| {_cell(_field_default(field))} | {_cell(field.description or '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -43,6 +43,13 @@ class TopicReader:
         self.messages.extend(fresh)
         return fresh
 
+    def read_to_end(self, timeout_s: float = 120.0) -> list[dict]:
+        """Every message on the topic up to the end offsets seen now."""
+        self.poll(0.5)  # joins the partitions
+        partitions = list(self._consumer.assignment())
+        ends = self._consumer.end_offsets(partitions)
+        return self.until(lambda _: all(self._consumer.position(tp) >= ends[tp] for tp in partitions), timeout_s)
+
     def until(self, done: Callable[[list[dict]], bool], timeout_s: float) -> list[dict]:
         deadline = time.monotonic() + timeout_s
         while not done(self.messages):

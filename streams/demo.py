@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
+from models.embedders import resolve_spec
 from models.images import encode_png
 from recommender.demo_data import Article, DemoProduct, demo_catalog, shopping_session
 from recommender.settings import get_settings
@@ -22,9 +23,13 @@ USERS = {"ana": ["Sneaker"], "ben": ["Bag", "Ankle boot"], "chloe": ["Dress", "S
 
 
 def index_catalog(settings, catalog: list[DemoProduct], timeout_s: float) -> None:
+    # The compacted catalog.vectors topic is the index every worker's store is built from:
+    # what it holds by the model in service needs no sending again.
+    indexed_reader = TopicReader(settings, topics.CATALOG_VECTORS)
+    model = resolve_spec(settings.embedder).name
+    indexed = {m["product_id"] for m in indexed_reader.read_to_end() if m["model"] == model}
+    indexed_reader.close()
     reader = TopicReader(settings, topics.SIMILAR_ITEMS)
-    reader.poll(2.0)
-    indexed = {m["product_id"] for m in reader.messages}
     missing = [p for p in catalog if p.product_id not in indexed]
     print(f"catalog: {len(catalog) - len(missing)} of {len(catalog)} products already indexed, "
           f"sending {len(missing)}")
@@ -52,6 +57,10 @@ def show(items: list[dict]) -> str:
 def play_sessions(settings, catalog: list[DemoProduct], seed: int) -> None:
     rng, start = random.Random(seed), time.time()
     sessions = {user: shopping_session(user, catalog, interests, 12, rng, start) for user, interests in USERS.items()}
+    run = uuid.uuid4().hex[:8]  # fresh event ids, so an earlier run's outputs are never taken for this one's
+    for events in sessions.values():
+        for event in events:
+            event["event_id"] = f"demo-{run}-{event['event_id']}"
     reader = TopicReader(settings, topics.RECOMMENDATIONS)
     last_events = {events[-1]["event_id"] for events in sessions.values()}
     produce(settings, topics.ACTIONS, ((e["user_id"], e) for events in sessions.values() for e in events))
