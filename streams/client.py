@@ -31,11 +31,14 @@ def produce(settings: Settings, spec: TopicSpec, messages: Iterable[tuple[str | 
 class TopicReader:
     """Reads a topic from the beginning; ``until`` waits for the messages a test expects."""
 
-    def __init__(self, settings: Settings, spec: TopicSpec):
+    def __init__(self, settings: Settings, spec: TopicSpec, from_start: bool = True):
         self.messages: list[dict] = []
         self._consumer = KafkaConsumer(topic_name(spec, settings), bootstrap_servers=bootstrap_servers(settings),
-                                       auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
-                                       fetch_max_wait_ms=100, **security_options(settings))
+                                       auto_offset_reset="earliest" if from_start else "latest",
+                                       enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100,
+                                       **security_options(settings))
+        if not from_start:
+            self.poll(0.5)  # joins the partitions at their current end, so only later messages are read
 
     def poll(self, timeout_s: float = 0.2) -> list[dict]:
         fresh = [json.loads(record.value) for batch in self._consumer.poll(timeout_ms=int(timeout_s * 1000)).values()

@@ -29,7 +29,7 @@ def index_catalog(settings, catalog: list[DemoProduct], timeout_s: float) -> Non
     model = resolve_spec(settings.embedder).name
     indexed = {m["product_id"] for m in indexed_reader.read_to_end() if m["model"] == model}
     indexed_reader.close()
-    reader = TopicReader(settings, topics.SIMILAR_ITEMS)
+    reader = TopicReader(settings, topics.SIMILAR_ITEMS, from_start=False)
     missing = [p for p in catalog if p.product_id not in indexed]
     print(f"catalog: {len(catalog) - len(missing)} of {len(catalog)} products already indexed, "
           f"sending {len(missing)}")
