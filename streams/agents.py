@@ -42,7 +42,7 @@ model_switch: dict = {"state": "idle", "current": services.spec.name}
 _background: set[asyncio.Task] = set()
 # Set once this worker's store holds the whole catalog; agents that read the store wait for it.
 catalog_loaded = asyncio.Event()
-# Latest popularity score per product, sent once a second rather than once per action.
+# Latest popularity score per product (sent by publish_window_results).
 pending_popularity: dict[str, PopularityScore] = {}
 # Set while store calls fail with transient errors and are being retried; /health reports it.
 store_outage = retry.Outage("vector store")
@@ -215,14 +215,6 @@ async def count_popularity(stream):
         await process_or_dead_letter([event], "count_popularity", count_activities)
 
 
-@app.timer(1.0)
-async def publish_popularity() -> None:
-    scores = list(pending_popularity.values())
-    pending_popularity.clear()
-    for score in scores:
-        await emit(popularity_topic, score.product_id, score, "count_popularity")
-
-
 async def answer_uploads(events: list[EventT]) -> None:
     embedded = await embed_batch(events, ImageUpload, handlers.embed_uploads, "search_by_photo")
     with metrics.STAGE_SECONDS.labels("search_by_photo.search").time():
@@ -263,7 +255,7 @@ async def count_shelves(stream):
 
 
 ANALYTICS_ACTIONS = ("view", "click", "add_to_cart", "purchase", "upload")
-# Latest window counts per category, sent once a second rather than once per action.
+# Latest window counts per category (sent by publish_window_results).
 pending_category_stats: dict[str, CategoryWindowStats] = {}
 
 
@@ -287,12 +279,18 @@ async def category_analytics(stream):
         await process_or_dead_letter([event], "category_analytics", count_category_activities)
 
 
+# Windowed results change with every event; each key's latest goes out once a second.
+PENDING_WINDOW_RESULTS = ((popularity_topic, "count_popularity", pending_popularity),
+                          (category_stats_topic, "category_analytics", pending_category_stats))
+
+
 @app.timer(1.0)
-async def publish_category_stats() -> None:
-    stats = list(pending_category_stats.values())
-    pending_category_stats.clear()
-    for window in stats:
-        await emit(category_stats_topic, window.category, window, "category_analytics")
+async def publish_window_results() -> None:
+    for topic, agent, pending in PENDING_WINDOW_RESULTS:
+        latest = dict(pending)
+        pending.clear()
+        for key, message in latest.items():
+            await emit(topic, key, message, agent)
 
 
 class TopicSnapshotReader:
