@@ -5,6 +5,7 @@ message that names the problem, never a traceback. Recommendation requests are r
 the worker that owns the user's profile partition.
 """
 import asyncio
+import hmac
 import json
 import logging
 import random
@@ -18,10 +19,11 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
+from models.embedders import resolve_spec
 from models.images import BadImage
 from recommender.interests import UserProfile
 from recommender.store import Hit, ProductFilter
-from streams import demo, handlers, live, metrics
+from streams import agents, demo, handlers, live, metrics
 from streams.agents import catalog_loaded, cnn_thread, in_thread, services, store_outage, store_thread
 from streams.app import app, profiles, settings
 from streams.events import Identifier
@@ -165,11 +167,11 @@ class SearchByPhoto(ApiView):
         if upload is None or not hasattr(upload, "file"):
             raise BadRequest("missing file field 'image'")
         keywords = str(form.get("q") or "").strip()[:200]
-        image_vector = await in_thread(cnn_thread, handlers.embed_photo, services, upload.file.read())
+        photo = await in_thread(cnn_thread, handlers.embed_photo, services, upload.file.read())
         text_vector = await in_thread(cnn_thread, handlers.embed_query_text, services, keywords) if keywords \
             else None
         hits = await in_thread(store_thread, handlers.search_products, services, query.k, query.product_filter(),
-                               image_vector, text_vector)
+                               photo, text_vector)
         return self.json({"items": await items(hits, query)})
 
 
@@ -180,6 +182,39 @@ class PopularProducts(ApiView):
         hits = await in_thread(store_thread, handlers.popular_hits, services, query.k, time.time(),
                                query.product_filter())
         return self.json({"items": await items(hits, query)})
+
+
+class ModelSwitchRequest(BaseModel):
+    embedder: str = Field(min_length=1, max_length=500, description="Registry name or model file path")
+
+
+@app.page("/api/admin/model", base=ApiView)
+class ModelAdmin(ApiView):
+    """GET: the model in service and the latest switch; POST ?embedder=...: re-index and switch."""
+
+    def _authorize(self, request: Request) -> None:
+        if not settings.admin_token:
+            raise BadRequest("admin API is off: set VR_ADMIN_TOKEN", 403)
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {settings.admin_token}"):
+            raise BadRequest("missing or wrong bearer token", 401)
+
+    async def get(self, request: Request) -> Response:
+        self._authorize(request)
+        return self.json({**agents.model_switch, "current": services.spec.name})
+
+    async def post(self, request: Request) -> Response:
+        self._authorize(request)
+        query = parse_query(ModelSwitchRequest, request)
+        if agents.model_switch["state"] in ("reindexing", "switched"):
+            raise BadRequest(f"a switch to {agents.model_switch['to']} is under way", 409)
+        try:
+            spec = resolve_spec(query.embedder)
+        except (ValueError, RuntimeError) as error:
+            raise BadRequest(f"cannot load that model: {error}", 422) from None
+        if spec.name == services.spec.name:
+            raise BadRequest(f"{spec.name} is already in service", 409)
+        agents.start_model_switch(spec)
+        return self.json({"state": "reindexing", "from": services.spec.name, "to": spec.name}, status=202)
 
 
 STATIC = Path(__file__).parent / "static"
