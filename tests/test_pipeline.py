@@ -126,7 +126,8 @@ def test_malformed_events_go_to_dead_letters_and_the_worker_keeps_going(shop, ca
     expected = sum(map(len, bad.values()))
     letters.until(lambda ms: len(ms) >= expected, 60)
     per_topic = Counter(m["topic"].removeprefix(settings.topic_prefix) for m in letters.messages)
-    assert per_topic == {spec.name: len(messages) for spec, messages in bad.items()}
+    # Other tests share this worker and dead-letter on other topics too; these topics get exactly ours.
+    assert {spec.name: per_topic[spec.name] for spec in bad} == {spec.name: len(messages) for spec, messages in bad.items()}
     reasons = [m["reason"] for m in letters.messages]
     for fragment in ("Invalid JSON", "price: Field required", "corrupt image", "outside the image root",
                      "unknown product_id 'no-such-product'", "action: Input should be", "not valid base64",
