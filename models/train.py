@@ -1,0 +1,373 @@
+"""Train the Fashion-MNIST CNN embedder on CPU within a time budget, then export it.
+
+    python -m models.train --minutes 14 --out artifacts/fmnist_cnn.pt
+
+The network is three conv stages (28 -> 14 -> 7 px, conv-BN-ReLU twice per stage, max pooling
+between), global average pooling and a linear embedding layer. Training optimizes two losses:
+
+* cross-entropy of a linear classification head on the embedding: a strong, fast signal that
+  separates the ten categories;
+* Proxy-Anchor (Kim et al., CVPR 2020) on the L2-normalized embedding. Retrieval (R@1, P@10,
+  mAP@R) needs every class to form one tight cluster in cosine space, which cross-entropy alone
+  does not ask for. Proxy-Anchor pulls all of a class's images towards one learned proxy and
+  weighs the hardest negatives most, at O(batch x classes) cost, with no pair mining and no second
+  augmented view per image (supervised contrastive needs both views, i.e. twice the CPU per
+  step, and large batches). It converges within a few epochs, which fits a 15 minute CPU budget.
+
+Images are augmented to look more like shoppers' photos (reframing, light backdrops, exposure
+changes, blur), see ``ShopperPhotoAugment``. The learning rate follows warm-up then cosine decay
+over the budget: ``--minutes`` (progress = elapsed time, so a busy machine gets fewer steps but
+always a fully decayed learning rate) or ``--steps`` (bit-reproducible). A checkpoint is written
+every minute; ``--resume`` continues an interrupted run with the settings it was started with.
+"""
+import argparse
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from models import fashion_mnist
+from models.embedders import EmbedderSpec, ImageEmbedder, Preprocessing, save_artifact
+from models.evaluate import embed_images
+from models.metrics import evaluate_retrieval
+
+# Grayscale 28 px like Fashion-MNIST; mean and std of the training pixels. Shop photos in RGB go
+# through the same Grayscale -> resize -> normalize steps in ImageEmbedder.
+PREPROCESSING = Preprocessing(28, (0.2860,), (0.3530,), grayscale=True)
+
+
+@dataclass
+class TrainConfig:
+    out: Path = Path("artifacts/fmnist_cnn.pt")
+    minutes: float = 14.0
+    steps: int | None = None          # overrides --minutes when given
+    batch_size: int = 256
+    width: int = 32                   # channels of the first stage; doubled at each later stage
+    dim: int = 128
+    learning_rate: float = 3e-3
+    proxy_learning_rate: float = 3e-2  # proxies move faster, as in the Proxy-Anchor paper
+    weight_decay: float = 5e-4
+    proxy_anchor_weight: float = 1.0
+    label_smoothing: float = 0.1
+    seed: int = 0
+    train_limit: int | None = None    # use only the first N training images (quick experiments, tests)
+    bf16: bool = True                 # bfloat16 autocast: ~2x faster on CPUs with AMX/AVX-512 BF16
+    checkpoint_every_s: float = 60.0
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out.with_suffix(".ckpt")
+
+
+class EmbeddingCNN(nn.Module):
+    """Image (N, 1, 28, 28) -> embedding (N, dim), not normalized (ImageEmbedder normalizes)."""
+
+    def __init__(self, width: int = 32, dim: int = 128):
+        super().__init__()
+        layers, channels = [], 1
+        for stage, out_channels in enumerate((width, 2 * width, 4 * width)):
+            if stage:
+                layers.append(nn.MaxPool2d(2))
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, out_channels, 3, padding=1, bias=False),
+                           nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+                channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.embedding = nn.Linear(channels, dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.features(images).mean((2, 3)))
+
+
+class ProxyAnchorLoss(nn.Module):
+    """Proxy-Anchor loss with one learned proxy per class (margin and alpha from the paper)."""
+
+    def __init__(self, num_classes: int, dim: int, margin: float = 0.1, alpha: float = 32.0):
+        super().__init__()
+        self.proxies = nn.Parameter(torch.empty(num_classes, dim))
+        nn.init.kaiming_normal_(self.proxies, mode="fan_out")
+        self.margin, self.alpha = margin, alpha
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cosine = F.normalize(embeddings.float(), dim=1) @ F.normalize(self.proxies, dim=1).T  # (batch, classes)
+        positive = F.one_hot(labels, len(self.proxies)).bool()
+        # log(1 + sum exp(z)) written as softplus(logsumexp(z)) to stay finite; masked terms are -inf.
+        pull = torch.where(positive, -self.alpha * (cosine - self.margin), -torch.inf)
+        push = torch.where(positive, -torch.inf, self.alpha * (cosine + self.margin))
+        present = positive.any(dim=0)  # only proxies of classes in the batch have positives
+        pull_loss = F.softplus(torch.logsumexp(pull, dim=0))[present].sum() / present.sum()
+        push_loss = F.softplus(torch.logsumexp(push, dim=0)).sum() / len(self.proxies)
+        return pull_loss + push_loss
+
+
+class ShopperPhotoAugment:
+    """Batched augmentation that makes catalog images look like shoppers' photos.
+
+    Runs on whole uint8 batches (one affine grid, one grouped convolution) because per-image PIL
+    transforms would cost more CPU than the network itself at 28 px. Returns normalized floats.
+    """
+
+    def __init__(self, generator: torch.Generator, max_zoom: float = 1.1, max_shift: float = 0.08,
+                 exposure_probability: float = 0.3, backdrop_probability: float = 0.1, blur_probability: float = 0.1):
+        self.generator = generator
+        self.max_zoom, self.max_shift = max_zoom, max_shift
+        self.exposure_probability = exposure_probability
+        self.backdrop_probability = backdrop_probability
+        self.blur_probability = blur_probability
+
+    def uniform(self, count: int, low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(count, generator=self.generator)
+
+    def chosen(self, count: int, probability: float) -> torch.Tensor:
+        """Which of the batch's images get a distortion, shaped to broadcast over (N, 1, H, W)."""
+        return (torch.rand(count, generator=self.generator) < probability).view(count, 1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.float() / 255
+        pixels = self.reframe(pixels)
+        pixels = self.backdrop(pixels)
+        pixels = self.exposure(pixels)
+        pixels = self.blur(pixels)
+        return (pixels.clamp(0, 1) - PREPROCESSING.mean[0]) / PREPROCESSING.std[0]
+
+    def reframe(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Random resized crop or zoom-out with padding, aspect change, shift and mirroring."""
+        count = len(pixels)
+        zoom = self.uniform(count, 1 / self.max_zoom, self.max_zoom)  # > 1 crops into the garment, < 1 pads
+        aspect = torch.exp(self.uniform(count, -0.15, 0.15))
+        mirror = torch.where(torch.rand(count, generator=self.generator) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(count, 2, 3)
+        theta[:, 0, 0] = mirror * aspect.sqrt() / zoom
+        theta[:, 1, 1] = 1 / (aspect.sqrt() * zoom)
+        theta[:, :, 2] = self.uniform(2 * count, -self.max_shift, self.max_shift).view(count, 2)
+        grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
+        return F.grid_sample(pixels, grid, padding_mode="zeros", align_corners=False)
+
+    def backdrop(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Replace the black studio background by a grey or white one on some images."""
+        count = len(pixels)
+        level = self.uniform(count, 0.3, 1.0).view(count, 1, 1, 1)
+        garment = (pixels * 8).clamp(0, 1)  # Fashion-MNIST backgrounds are ~0; garments are brighter
+        return torch.where(self.chosen(count, self.backdrop_probability), garment * pixels + (1 - garment) * level,
+                           pixels)
+
+    def exposure(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Brightness, contrast and gamma jitter (colour jitter as seen after grayscale conversion)."""
+        count = len(pixels)
+        gamma = torch.exp(self.uniform(count, -0.3, 0.3)).view(count, 1, 1, 1)
+        contrast = self.uniform(count, 0.7, 1.3).view(count, 1, 1, 1)
+        brightness = self.uniform(count, -0.15, 0.15).view(count, 1, 1, 1)
+        exposed = pixels.clamp(0, 1) ** gamma
+        mean = exposed.mean((1, 2, 3), keepdim=True)
+        exposed = (exposed - mean) * contrast + mean + brightness
+        return torch.where(self.chosen(count, self.exposure_probability), exposed, pixels)
+
+    def blur(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Gaussian blur of random strength (focus, motion, low-resolution phone photos)."""
+        count, _, height, width = pixels.shape
+        sigma = self.uniform(count, 0.4, 1.2)
+        sigma = torch.where(self.chosen(count, self.blur_probability).view(count), sigma, 1e-3)
+        offsets = torch.arange(-2, 3, dtype=torch.float32)
+        kernel_1d = torch.exp(-offsets ** 2 / (2 * sigma.view(count, 1) ** 2))  # sigma 1e-3: identity
+        kernel_1d = kernel_1d / kernel_1d.sum(1, keepdim=True)
+        kernels = (kernel_1d[:, :, None] * kernel_1d[:, None, :]).view(count, 1, 5, 5)
+        padded = F.pad(pixels.view(1, count, height, width), (2, 2, 2, 2), mode="replicate")
+        return F.conv2d(padded, kernels, groups=count).view(count, 1, height, width)
+
+
+def learning_rate_factor(progress: float, warmup: float = 0.03) -> float:
+    """Linear warm-up, then cosine decay to zero at the end of the budget."""
+    if progress < warmup:
+        return progress / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+@dataclass
+class TrainingRun:
+    config: TrainConfig   # a resumed run's own settings, not the command line's
+    model: EmbeddingCNN
+    losses: list[float]   # total loss of every step
+    steps: int
+    cpu_seconds: float
+    wall_seconds: float
+
+
+class Trainer:
+    """Model, head, loss, optimizer and progress: everything a checkpoint must restore."""
+
+    def __init__(self, config: TrainConfig, train_size: int):
+        torch.manual_seed(config.seed)
+        self.config = config
+        self.model = EmbeddingCNN(config.width, config.dim).to(memory_format=torch.channels_last)
+        self.head = nn.Linear(config.dim, len(fashion_mnist.CATEGORIES))
+        self.proxy_anchor = ProxyAnchorLoss(len(fashion_mnist.CATEGORIES), config.dim)
+        self.optimizer = torch.optim.AdamW([
+            {"params": [*self.model.parameters(), *self.head.parameters()], "lr": config.learning_rate,
+             "weight_decay": config.weight_decay},
+            {"params": self.proxy_anchor.parameters(), "lr": config.proxy_learning_rate, "weight_decay": 0.0},
+        ])
+        self.peak_learning_rates = [group["lr"] for group in self.optimizer.param_groups]
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.augment = ShopperPhotoAugment(self.generator)
+        self.train_size = train_size
+        self.steps_per_epoch = train_size // config.batch_size
+        self.step, self.cpu_seconds, self.wall_seconds, self.losses = 0, 0.0, 0.0, []
+
+    def progress(self) -> float:
+        if self.config.steps:
+            return self.step / self.config.steps
+        return self.cpu_seconds / (60 * self.config.minutes)
+
+    def batch_indices(self) -> torch.Tensor:
+        """This step's batch; each epoch's order depends only on seed and epoch, so resuming needs no data state."""
+        epoch, position = divmod(self.step, self.steps_per_epoch)
+        order = torch.randperm(self.train_size,
+                               generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
+        return order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        factor = learning_rate_factor(self.progress())
+        for group, peak in zip(self.optimizer.param_groups, self.peak_learning_rates):
+            group["lr"] = peak * factor
+        batch = self.augment(images).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+            embeddings = self.model(batch)
+            logits = self.head(embeddings)
+        classification = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+        proxy_anchor = self.proxy_anchor(embeddings, labels)
+        loss = classification + self.config.proxy_anchor_weight * proxy_anchor
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.losses.append(loss.item())
+        return {"loss": loss.item(), "ce": classification.item(), "pa": proxy_anchor.item(),
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def state(self) -> dict:
+        return {"config": asdict(self.config), "model": self.model.state_dict(), "head": self.head.state_dict(),
+                "proxy_anchor": self.proxy_anchor.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "step": self.step, "cpu_seconds": self.cpu_seconds,
+                "wall_seconds": self.wall_seconds, "losses": self.losses}
+
+    def save_checkpoint(self) -> None:
+        partial = self.config.checkpoint.with_suffix(".partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state(), partial)
+        partial.replace(self.config.checkpoint)  # atomic: a crash never leaves a half-written checkpoint
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, train_size: int) -> "Trainer":
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        config = TrainConfig(**{**state["config"], "out": Path(state["config"]["out"])})
+        trainer = cls(config, train_size)
+        trainer.model.load_state_dict(state["model"])
+        trainer.head.load_state_dict(state["head"])
+        trainer.proxy_anchor.load_state_dict(state["proxy_anchor"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.generator.set_state(state["generator"])
+        trainer.step, trainer.losses = state["step"], state["losses"]
+        trainer.cpu_seconds, trainer.wall_seconds = state["cpu_seconds"], state["wall_seconds"]
+        return trainer
+
+
+def training_data(limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = fashion_mnist.load("train")
+    images, labels = images[:limit], labels[:limit]
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainingRun:
+    """Run (or continue) training until the budget is spent; returns the model in eval mode."""
+    torch.set_num_threads(1)
+    images, labels = training_data(config.train_limit)
+    if resume:
+        trainer = Trainer.from_checkpoint(config.checkpoint, len(images))
+        config = trainer.config
+        print(f"resumed {config.checkpoint} at step {trainer.step}, {trainer.cpu_seconds:.0f} CPU s (its saved settings apply)")
+    else:
+        trainer = Trainer(config, len(images))
+    if config.steps:
+        bar = tqdm(total=config.steps, initial=trainer.step, unit="step")
+    else:
+        bar = tqdm(total=round(60 * config.minutes), initial=round(trainer.cpu_seconds), unit="CPU s")
+    trainer.model.train()
+    last_checkpoint = trainer.cpu_seconds
+    while trainer.progress() < 1:
+        cpu_started, wall_started = time.process_time(), time.perf_counter()
+        indices = trainer.batch_indices()
+        logs = trainer.train_step(images[indices], labels[indices])
+        trainer.cpu_seconds += time.process_time() - cpu_started
+        trainer.wall_seconds += time.perf_counter() - wall_started
+        bar.update(trainer.step - bar.n if config.steps else round(trainer.cpu_seconds) - bar.n)
+        if trainer.step % 10 == 0:
+            bar.set_postfix(epoch=f"{trainer.step / trainer.steps_per_epoch:.2f}",
+                            **{name: f"{value:.3g}" for name, value in logs.items()})
+        if trainer.cpu_seconds - last_checkpoint >= config.checkpoint_every_s:
+            trainer.save_checkpoint()
+            last_checkpoint = trainer.cpu_seconds
+    bar.close()
+    trainer.save_checkpoint()
+    return TrainingRun(config, trainer.model.eval(), trainer.losses, trainer.step, trainer.cpu_seconds,
+                       trainer.wall_seconds)
+
+
+def test_set_metrics(model: nn.Module, dim: int) -> dict[str, float]:
+    """Metrics on the Fashion-MNIST test split, through the same ImageEmbedder path as the service."""
+    embedder = ImageEmbedder(EmbedderSpec("in-memory", dim, PREPROCESSING, lambda: model), forward_batch=256)
+    images, labels = fashion_mnist.load("test")
+    return evaluate_retrieval(embed_images(embedder, images), labels).metrics
+
+
+def export(model: nn.Module, config: TrainConfig, metrics: dict) -> Path:
+    return save_artifact(model, config.out.stem, config.dim, PREPROCESSING, metrics, config.out)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=defaults.out,
+                        help="TorchScript artifact to write; the checkpoint goes next to it as .ckpt")
+    parser.add_argument("--minutes", type=float, default=defaults.minutes,
+                        help="budget in CPU minutes of this process (other jobs on a shared host do not shrink it)")
+    parser.add_argument("--steps", type=int, help="train this many steps instead of for --minutes")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--width", type=int, default=defaults.width, help="channels of the first conv stage")
+    parser.add_argument("--dim", type=int, default=defaults.dim, help="embedding dimension")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--proxy-learning-rate", type=float, default=defaults.proxy_learning_rate)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--proxy-anchor-weight", type=float, default=defaults.proxy_anchor_weight)
+    parser.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--train-limit", type=int, help="use only the first N training images")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=defaults.bf16,
+                        help="bfloat16 autocast (fast on CPUs with AMX / AVX-512 BF16)")
+    parser.add_argument("--checkpoint-every", dest="checkpoint_every_s", type=float,
+                        default=defaults.checkpoint_every_s, help="CPU seconds between checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in the checkpoint next to --out, with its settings")
+    args = vars(parser.parse_args(argv))
+    resume = args.pop("resume")
+    return TrainConfig(**args), resume
+
+
+def main(argv: list[str] | None = None) -> None:
+    run = train(*parse_args(argv))
+    metrics = test_set_metrics(run.model, run.config.dim)
+    summary = {"fashion_mnist_test": metrics,
+               "training": {"steps": run.steps, "cpu_minutes": round(run.cpu_seconds / 60, 2),
+                            "wall_minutes": round(run.wall_seconds / 60, 2), "seed": run.config.seed}}
+    path = export(run.model, run.config, summary)
+    print(f"wrote {path}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()

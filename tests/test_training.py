@@ -1,0 +1,120 @@
+"""Training, artifact export and retrieval metrics of the Fashion-MNIST embedder (fast, CPU)."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from models.embedders import artifact_spec, load_embedder
+from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
+from models.train import PREPROCESSING, ShopperPhotoAugment, TrainConfig, Trainer, export, train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """40 steps of a narrow network on 512 training images: about a second of CPU."""
+    out = tmp_path_factory.mktemp("artifacts") / "tiny.pt"
+    config = TrainConfig(out=out, steps=40, batch_size=64, width=8, dim=16, train_limit=512)
+    return config, train(config)
+
+
+def test_training_on_a_tiny_subset_decreases_the_loss(tiny_run):
+    _, run = tiny_run
+    assert run.steps == 40 and len(run.losses) == 40
+    first, last = np.mean(run.losses[:5]), np.mean(run.losses[-5:])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch):
+    config = TrainConfig(out=tmp_path / "straight.pt", steps=12, batch_size=32, width=4, dim=8, train_limit=256,
+                         checkpoint_every_s=0)  # checkpoint after every step
+    straight = train(config)
+
+    take_step = Trainer.train_step
+
+    def crash_before_step_8(trainer, images, labels):
+        if trainer.step == 7:
+            raise KeyboardInterrupt
+        return take_step(trainer, images, labels)
+
+    interrupted = replace(config, out=tmp_path / "interrupted.pt")
+    monkeypatch.setattr(Trainer, "train_step", crash_before_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted)
+    monkeypatch.undo()
+    resumed = train(interrupted, resume=True)
+
+    assert resumed.steps == 12 and resumed.losses == straight.losses
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_artifact_round_trips_with_its_preprocessing_and_metrics(tiny_run):
+    config, run = tiny_run
+    metrics = {"fashion_mnist_test": {"recall@1": 0.5}, "training": {"steps": run.steps}}
+    path = export(run.model, config, metrics)
+
+    spec = artifact_spec(path)
+    assert (spec.dim, spec.preprocessing, spec.metrics) == (16, PREPROCESSING, metrics)
+
+    rng = np.random.default_rng(0)
+    photos = [Image.fromarray(rng.integers(0, 256, (40, 32, 3), dtype=np.uint8)) for _ in range(3)]
+    photos.append(Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).convert("RGB"))
+    loaded = load_embedder(str(path)).embed(photos)
+
+    transform = PREPROCESSING.transform()
+    with torch.inference_mode():
+        expected = F.normalize(run.model(torch.stack([transform(photo) for photo in photos])), dim=1).numpy()
+    assert loaded.shape == (4, 16) and loaded.dtype == np.float32
+    np.testing.assert_allclose(loaded, expected, atol=1e-5)
+
+
+def test_augmentation_is_reproducible_from_its_seed_and_keeps_the_shape():
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    first = ShopperPhotoAugment(torch.Generator().manual_seed(1))(images)
+    again = ShopperPhotoAugment(torch.Generator().manual_seed(1))(images)
+    other = ShopperPhotoAugment(torch.Generator().manual_seed(2))(images)
+    assert first.shape == images.shape and first.dtype == torch.float32
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+# Six points on the unit circle; similarity order follows the angle between them.
+ANGLES_DEGREES = [0, 10, 28, 50, 60, 180]
+LABELS = np.array([0, 0, 1, 0, 1, 1])
+# Neighbours by angular distance, worked out by hand (e.g. from 28 deg: 10 is 18 away, 50 is 22 away, ...).
+EXPECTED_NEIGHBOURS = [[1, 2, 3, 4, 5], [0, 2, 3, 4, 5], [1, 3, 0, 4, 5],
+                       [4, 2, 1, 0, 5], [3, 2, 1, 0, 5], [4, 3, 2, 1, 0]]
+
+
+def circle_points() -> np.ndarray:
+    radians = np.deg2rad(ANGLES_DEGREES)
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
+
+
+def test_nearest_neighbours_leave_the_query_out_and_match_across_block_sizes():
+    for block_size in (1, 4, 100):
+        assert nearest_neighbours(circle_points(), k=5, block_size=block_size).tolist() == EXPECTED_NEIGHBOURS
+
+
+def test_metrics_match_a_hand_computed_case():
+    # Relevance of the neighbours above (same label as the query), by query:
+    #   0: 1 0 1 0 0   1: 1 0 1 0 0   2: 0 0 0 1 1   3: 0 0 1 1 0   4: 0 1 0 0 1   5: 1 0 1 0 0
+    # Each class has 3 members, so R = 2 for every query.
+    #   R@1 = 3/6 (queries 0, 1, 5);  R@2 = 4/6 (adds 4);  R@10 (only 5 neighbours exist) = 6/6.
+    #   P@2 = (1/2 + 1/2 + 0 + 0 + 1/2 + 1/2)/6 = 1/3.
+    #   AP@R: queries 0, 1, 5 hit at rank 1 only -> (1/1)/2 = 0.5; query 4 hits at rank 2 -> (1/2)/2 = 0.25;
+    #   queries 2, 3 -> 0. mAP@R = (0.5*3 + 0.25)/6 = 1.75/6.
+    #   3-NN vote: 0 -> {0,1,0}: 0 ok; 1 -> {0,1,0}: 0 ok; 2 -> {0,0,0}: 0 wrong; 3 -> {1,1,0}: 1 wrong;
+    #   4 -> {0,1,0}: 0 wrong; 5 -> {1,0,1}: 1 ok. Accuracy 3/6.
+    result = evaluate_retrieval(circle_points(), LABELS, recall_ks=(1, 2), precision_k=2, knn_k=3, block_size=4)
+    assert result.recall_curve == pytest.approx({1: 0.5, 2: 4 / 6})
+    assert result.metrics == pytest.approx({"recall@1": 0.5, "recall@10": 1.0, "precision@2": 1 / 3,
+                                            "map@r": 1.75 / 6, "knn3_accuracy": 0.5})
+    assert result.predictions.tolist() == [0, 0, 0, 1, 0, 1]
+
+
+def test_knn_vote_tie_goes_to_the_class_with_the_nearer_neighbour():
+    neighbour_labels = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [2, 1, 1, 1]])
+    assert knn_predict(neighbour_labels, k=4, num_classes=3).tolist() == [1, 0, 1]
