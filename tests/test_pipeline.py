@@ -93,8 +93,10 @@ def test_uploading_a_catalog_photo_finds_that_product_first(shop, catalog):
     produce(settings, topics.UPLOADS, [("upload-1", upload)])
     reader = TopicReader(settings, topics.SEARCH_RESULTS)
     result = reader.until(lambda ms: any(m["request_id"] == "upload-1" for m in ms), 60)[-1]
-    assert result["items"][0]["product_id"] == wanted.product_id
-    assert result["items"][0]["score"] > 0.99
+    # Other tests list identical images (twins, copies) on this shared worker: a tie at the top is fine.
+    best = result["items"][0]["score"]
+    assert best > 0.99
+    assert wanted.product_id in {item["product_id"] for item in result["items"] if item["score"] >= best - 1e-4}
     assert len(result["items"]) == 5
     reader.close()
 
