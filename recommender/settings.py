@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     qdrant_path: str = Field("var/qdrant", description="Embedded store folder (each worker uses a subfolder named "
                              "by app id and web port); ':memory:' = qdrant-client in RAM, nothing on disk")
     collection_prefix: str = Field("", description="Prepended to collection names")
+    vector_cache_items: int = Field(20_000, ge=0, description="Image vectors an embedded store keeps in RAM "
+                                    "for recommendations (about 5 KB each); a server store keeps none")
 
     # Images and model
     embedder: str = Field("efficientnet_lite0", description="Backbone name from models.embedders.EMBEDDERS or a model file path")

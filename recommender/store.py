@@ -12,6 +12,7 @@ the query vector, so a query never compares vectors of two different models.
 """
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,11 +92,44 @@ def _product(payload: dict) -> Product:
     return Product(**{key: payload[key] for key in Product.__dataclass_fields__ if key in payload})
 
 
+class VectorCache:
+    """Image vectors by product id, the most recently used ``capacity`` of them.
+
+    Recommendations need the vectors of their candidates (for diversity) and of the user's
+    items (for interests). Asking the store to return them cost two thirds of a search's CPU
+    (1,280 floats per hit turned into Python lists and back), so the store keeps a bounded
+    copy instead. It is only coherent where this process makes every write, as with an
+    embedded store; with a shared server the capacity is 0 and vectors come from the server.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, product_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        found = {}
+        for product_id in product_ids:
+            vector = self._vectors.get(product_id)
+            if vector is not None:
+                self._vectors.move_to_end(product_id)
+                found[product_id] = vector
+        return found
+
+    def put(self, product_id: str, vector: np.ndarray) -> None:
+        if self.capacity <= 0:
+            return
+        self._vectors[product_id] = vector
+        self._vectors.move_to_end(product_id)
+        if len(self._vectors) > self.capacity:
+            self._vectors.popitem(last=False)
+
+
 class ProductStore:
     def __init__(self, client: QdrantClient, model: str, image_dim: int, prefix: str = "",
-                 sharding: dict[str, int | None] | None = None):
+                 sharding: dict[str, int | None] | None = None, vector_cache_items: int = 0):
         self.client = client
         self.model = model
+        self.vector_cache = VectorCache(vector_cache_items)
         self.sharding = sharding or {}  # shard_number / replication_factor of the collections created here
         self.alias = f"{prefix}products"
         self.collection = f"{prefix}products__{model}"
@@ -104,12 +138,13 @@ class ProductStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, model: str, image_dim: int) -> "ProductStore":
-        sharding = None
+        sharding, vector_cache_items = None, settings.vector_cache_items
         if settings.qdrant_url:
             client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
             # Only a server shards and replicates; unset values keep the server's defaults.
             sharding = {"shard_number": settings.qdrant_shard_number,
                         "replication_factor": settings.qdrant_replication_factor}
+            vector_cache_items = 0  # other workers write to the server too: a copy here could go stale
         elif settings.qdrant_path == ":memory:":
             client = QdrantClient(location=":memory:")
         else:
@@ -117,7 +152,7 @@ class ProductStore:
             # one app may share a host.
             folder = Path(settings.qdrant_path) / f"{settings.app_id}-{settings.web_port}"
             client = EdgeClient(folder) if settings.embedded_store == "edge" else QdrantClient(path=str(folder))
-        return cls(client, model, image_dim, settings.collection_prefix, sharding)
+        return cls(client, model, image_dim, settings.collection_prefix, sharding, vector_cache_items)
 
     def optimize(self) -> None:
         """Build search indexes after a bulk load (Qdrant Edge has no background optimizer)."""
@@ -169,6 +204,8 @@ class ProductStore:
             points.append(qm.PointStruct(id=point_id(product.product_id), vector=vectors, payload=asdict(product)))
         if points:
             self.client.upsert(self.collection, points=points)
+        for row, product in enumerate(products):
+            self.vector_cache.put(product.product_id, np.asarray(image_vectors[row], dtype=np.float32))
 
     def get_products(self, product_ids: Iterable[str], with_vectors: bool = False
                      ) -> dict[str, tuple[Product, np.ndarray | None]]:
@@ -176,28 +213,43 @@ class ProductStore:
         ids = list(dict.fromkeys(product_ids))
         if not ids:
             return {}
-        records = self.client.retrieve(self.collection, ids=[point_id(pid) for pid in ids],
-                                       with_payload=True, with_vectors=[IMAGE] if with_vectors else False)
-        found = {}
-        for record in records:
-            vector = np.asarray(record.vector[IMAGE], dtype=np.float32) if with_vectors else None
-            found[record.payload["product_id"]] = (_product(record.payload), vector)
-        return found
+        records = self.client.retrieve(self.collection, ids=[point_id(pid) for pid in ids], with_payload=True)
+        products = [_product(record.payload) for record in records]
+        vectors = self.image_vectors([product.product_id for product in products]) if with_vectors else {}
+        return {product.product_id: (product, vectors.get(product.product_id)) for product in products}
+
+    def image_vectors(self, product_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """Image vectors of known products: from the cache, and one retrieve for the rest."""
+        vectors = self.vector_cache.get(product_ids)
+        missing = [product_id for product_id in dict.fromkeys(product_ids) if product_id not in vectors]
+        if missing:
+            by_point = {point_id(product_id): product_id for product_id in missing}
+            for record in self.client.retrieve(self.collection, ids=list(by_point), with_payload=False,
+                                               with_vectors=[IMAGE]):
+                product_id = by_point[str(record.id)]
+                vectors[product_id] = np.asarray(record.vector[IMAGE], dtype=np.float32)
+                self.vector_cache.put(product_id, vectors[product_id])
+        return vectors
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
 
     def search(self, vectors: np.ndarray, limit: int, product_filter: ProductFilter = ProductFilter(),
                using: str = IMAGE, with_vectors: bool = False) -> list[list[Hit]]:
-        """Nearest products for each query vector (one batched call)."""
+        """Nearest products for each query vector (one batched call), optionally with image vectors."""
+        if with_vectors and using != IMAGE:
+            raise ValueError("hits carry image vectors only")
         query_filter = product_filter.to_qdrant()
         requests = [qm.QueryRequest(query=vector.tolist(), using=using, limit=limit, filter=query_filter,
-                                    with_payload=True, with_vector=[using] if with_vectors else False)
-                    for vector in np.atleast_2d(vectors)]
+                                    with_payload=True) for vector in np.atleast_2d(vectors)]
         responses = self.client.query_batch_points(self.collection, requests=requests)
-        return [[Hit(_product(point.payload), point.score,
-                     np.asarray(point.vector[using], dtype=np.float32) if with_vectors else None)
-                 for point in response.points] for response in responses]
+        hit_lists = [[Hit(_product(point.payload), point.score) for point in response.points]
+                     for response in responses]
+        if not with_vectors:
+            return hit_lists
+        found = self.image_vectors([hit.product.product_id for hits in hit_lists for hit in hits])
+        return [[Hit(hit.product, hit.score, found[hit.product.product_id]) for hit in hits
+                 if hit.product.product_id in found] for hits in hit_lists]
 
     def search_fused(self, image_vector: np.ndarray, text_vector: np.ndarray, limit: int,
                      product_filter: ProductFilter = ProductFilter()) -> list[Hit]:

@@ -1,5 +1,6 @@
 """One contract for every store backend: embedded in RAM, embedded on disk, and a Qdrant
-server when ``VR_TEST_QDRANT_URL`` names one (docker-compose brings one up)."""
+server when ``VR_TEST_QDRANT_URL`` names one (docker-compose brings one up); each with and
+without the vector cache (a capacity of 4 makes it evict within one test)."""
 import os
 
 import numpy as np
@@ -13,18 +14,20 @@ BACKENDS = ["memory", "path", "edge"] + (["server"] if os.environ.get("VR_TEST_Q
 DIM = 8
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[(backend, cache) for backend in BACKENDS for cache in (0, 4)],
+                ids=lambda param: f"{param[0]}-cache{param[1]}")
 def store(request, tmp_path):
-    if request.param == "memory":
+    backend, vector_cache_items = request.param
+    if backend == "memory":
         client = QdrantClient(location=":memory:")
-    elif request.param == "path":
+    elif backend == "path":
         client = QdrantClient(path=str(tmp_path / "qdrant"))
-    elif request.param == "edge":
+    elif backend == "edge":
         client = EdgeClient(tmp_path / "qdrant-edge")
     else:
         client = QdrantClient(url=os.environ["VR_TEST_QDRANT_URL"])
     prefix = f"t{os.getpid()}{tmp_path.name[-6:]}_"
-    yield ProductStore(client, "m1", DIM, prefix=prefix)
+    yield ProductStore(client, "m1", DIM, prefix=prefix, vector_cache_items=vector_cache_items)
     for collection in client.get_collections().collections:
         if collection.name.startswith(prefix):
             client.delete_collection(collection.name)
@@ -67,6 +70,17 @@ def test_batched_search_returns_vectors_when_asked(store):
     first, second = store.search(vectors[[0, 1]], limit=2, with_vectors=True)
     assert first[0].product.product_id == "p0" and second[0].product.product_id == "p1"
     np.testing.assert_allclose(first[0].vector, vectors[0], atol=1e-5)
+
+
+def test_a_new_image_for_a_product_replaces_its_vector_everywhere(store):
+    products, vectors = catalog(np.random.default_rng(4))
+    store.upsert_products(products, vectors)
+    store.search(vectors, limit=10, with_vectors=True)  # every vector read (and cached where there is a cache)
+    store.upsert_products(products[:1], vectors[9:10])
+    np.testing.assert_allclose(store.get_products(["p0"], with_vectors=True)["p0"][1], vectors[9], atol=1e-5)
+    hits = {hit.product.product_id: hit.vector for hit in store.search(vectors[9], limit=2, with_vectors=True)[0]}
+    assert set(hits) == {"p0", "p9"}
+    np.testing.assert_allclose(hits["p0"], vectors[9], atol=1e-5)
 
 
 def test_unknown_ids_are_absent_not_errors(store):
