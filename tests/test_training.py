@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
-from models.train import PREPROCESSING, ShopperPhotoAugment, TrainConfig, Trainer, export, train
+from models.train import (AUGMENTATIONS, PREPROCESSING, FlipAveraged, ShopperPhotoAugment, TrainConfig, Trainer,
+                          export, train)
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,25 @@ def test_metrics_match_a_hand_computed_case():
 def test_knn_vote_tie_goes_to_the_class_with_the_nearer_neighbour():
     neighbour_labels = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [2, 1, 1, 1]])
     assert knn_predict(neighbour_labels, k=4, num_classes=3).tolist() == [1, 0, 1]
+
+
+def test_flip_averaged_artifact_embeds_an_image_and_its_mirror_alike(tiny_run):
+    config, run = tiny_run
+    assert isinstance(run.model, FlipAveraged)  # the default: test-time flip averaging is part of the artifact
+    path = export(run.model, replace(config, out=config.out.with_name("flip.pt")), {})
+    photo = np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8)
+    embedder = load_embedder(str(path))
+    original, mirrored = embedder.embed([Image.fromarray(photo).convert("RGB"),
+                                         Image.fromarray(photo[:, ::-1].copy()).convert("RGB")])
+    np.testing.assert_allclose(original, mirrored, atol=1e-5)
+
+
+def test_no_augmentation_is_only_normalization_and_mild_keeps_the_garment_whole():
+    images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    normalized = (images.float() / 255 - PREPROCESSING.mean[0]) / PREPROCESSING.std[0]
+    plain = ShopperPhotoAugment(torch.Generator().manual_seed(0), **AUGMENTATIONS["none"])(images)
+    torch.testing.assert_close(plain, normalized, atol=1e-5, rtol=0)
+    # Mild: mirrored and shifted by at most ~1.5 px, exposure untouched: the mean brightness barely moves.
+    mild = ShopperPhotoAugment(torch.Generator().manual_seed(0), **AUGMENTATIONS["mild"])(images)
+    assert mild.shape == images.shape
+    assert (mild.mean((1, 2, 3)) - normalized.mean((1, 2, 3))).abs().max() < 0.25
