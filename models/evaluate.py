@@ -14,9 +14,14 @@ fixed random subset of N test images (each querying the other N - 1). The model 
 then evaluated on that subset too, so like is compared with like; the "queries" column of the
 table says which set every number comes from.
 
+Frozen registry baselines' embeddings are cached in --cache-dir (artifacts/eval_cache) and reused by
+later runs, so evaluating a new model costs seconds, not the baseline's five minutes; ``--no-cache``
+embeds everything afresh.
+
 Writes to --out-dir: results.json, recall_at_k.png, confusion_matrix.png, neighbours.png.
 """
 import argparse
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,10 +50,24 @@ def pixel_embeddings(images: np.ndarray) -> np.ndarray:
     return flat / np.linalg.norm(flat, axis=1, keepdims=True)
 
 
-def system_embeddings(system: str, images: np.ndarray, forward_batch: int) -> np.ndarray:
+def system_embeddings(system: str, images: np.ndarray, forward_batch: int, cache_dir: Path | None = None) -> np.ndarray:
+    """Embeddings of the images by one system. A frozen registry model's embeddings of the same images
+    never change, so with ``cache_dir`` they are kept there (keyed by model name and a hash of the
+    images) and reused by later runs; trained artifacts are always embedded afresh."""
     if system == RAW_PIXELS:
         return pixel_embeddings(images)
-    return embed_images(load_embedder(system, threads=1, forward_batch=forward_batch), images)
+    cache = None
+    if cache_dir is not None and system in EMBEDDERS:
+        digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
+        cache = cache_dir / f"{system}-{len(images)}-{digest}.npy"
+        if cache.is_file():
+            print(f"{system}: embeddings of these {len(images)} images read from {cache}")
+            return np.load(cache)
+    embeddings = embed_images(load_embedder(system, threads=1, forward_batch=forward_batch), images)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, embeddings)
+    return embeddings
 
 
 def system_label(system: str) -> str:
@@ -63,7 +82,7 @@ class Evaluation:
 
 
 def evaluate_systems(model: str, baselines: Sequence[str], images: np.ndarray, labels: np.ndarray,
-                     baseline_limit: int | None, seed: int) -> list[Evaluation]:
+                     baseline_limit: int | None, seed: int, cache_dir: Path | None = None) -> list[Evaluation]:
     everything = np.arange(len(images))
     subset = None
     if baseline_limit and baseline_limit < len(images):
@@ -74,7 +93,8 @@ def evaluate_systems(model: str, baselines: Sequence[str], images: np.ndarray, l
         limited = subset is not None and system != model and system in EMBEDDERS
         indices = subset if limited else everything
         # Small CNNs and pixels run fast in large batches; efficientnet is fastest in batches of 4.
-        embeddings = system_embeddings(system, images[indices], forward_batch=4 if system in EMBEDDERS else 256)
+        embeddings = system_embeddings(system, images[indices], forward_batch=4 if system in EMBEDDERS else 256,
+                                       cache_dir=cache_dir)
         evaluations.append(Evaluation(system_label(system), subset_name if limited else f"all {len(images)} test",
                                       evaluate_retrieval(embeddings, labels[indices])))
         if subset is not None and not limited:
@@ -163,11 +183,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="evaluate registry baselines on a random subset of N test images (see above)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset and of the plotted queries")
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts/eval"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("artifacts/eval_cache"),
+                        help="keep frozen registry baselines' embeddings here and reuse them (the model is "
+                             "always embedded afresh)")
+    parser.add_argument("--no-cache", dest="cache_dir", action="store_const", const=None,
+                        help="embed every system afresh")
     args = parser.parse_args(argv)
 
     images, labels = fashion_mnist.load("test")
     labels = labels.astype(np.int64)
-    evaluations = evaluate_systems(args.model, args.baselines, images, labels, args.baseline_limit, args.seed)
+    evaluations = evaluate_systems(args.model, args.baselines, images, labels, args.baseline_limit, args.seed,
+                                   args.cache_dir)
     print(table(evaluations))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results = [{"system": evaluation.system, "queries": evaluation.queries, "metrics": evaluation.result.metrics,

@@ -141,3 +141,19 @@ def test_no_augmentation_is_only_normalization_and_mild_keeps_the_garment_whole(
     mild = ShopperPhotoAugment(torch.Generator().manual_seed(0), **AUGMENTATIONS["mild"])(images)
     assert mild.shape == images.shape
     assert (mild.mean((1, 2, 3)) - normalized.mean((1, 2, 3))).abs().max() < 0.25
+
+
+def test_frozen_baseline_embeddings_are_cached_and_reused(tmp_path, monkeypatch):
+    from models import evaluate
+
+    images = np.random.default_rng(2).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    first = evaluate.system_embeddings("efficientnet_lite0", images, forward_batch=4, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("efficientnet_lite0-2-*.npy"))) == 1
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the cached embeddings should have been used")
+
+    monkeypatch.setattr(evaluate, "load_embedder", no_model)
+    np.testing.assert_array_equal(evaluate.system_embeddings("efficientnet_lite0", images, 4, tmp_path), first)
+    with pytest.raises(AssertionError):  # other images: not in the cache
+        evaluate.system_embeddings("efficientnet_lite0", images[::-1].copy(), 4, tmp_path)
