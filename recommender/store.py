@@ -275,10 +275,13 @@ class ProductStore:
         return {hit.value: hit.count for hit in response.hits}
 
     # users ----------------------------------------------------------------------------------
-    def save_user(self, user_id: str, interests: np.ndarray, recommended: Sequence[str], updated_at: float) -> None:
-        self.client.upsert(self.users, points=[qm.PointStruct(
-            id=point_id(user_id), vector={INTERESTS: np.atleast_2d(interests).tolist()},
-            payload={"user_id": user_id, "recommended": list(recommended), "updated_at": updated_at})])
+    def save_users(self, users: Sequence[tuple[str, np.ndarray, Sequence[str], float]]) -> None:
+        """Each user's interest vectors, latest recommended ids and time: (user_id, interests, recommended, updated_at)."""
+        points = [qm.PointStruct(id=point_id(user_id), vector={INTERESTS: np.atleast_2d(interests).tolist()},
+                                 payload={"user_id": user_id, "recommended": list(recommended), "updated_at": updated_at})
+                  for user_id, interests, recommended, updated_at in users]
+        if points:
+            self.client.upsert(self.users, points=points)
 
     def get_user(self, user_id: str) -> dict | None:
         records = self.client.retrieve(self.users, ids=[point_id(user_id)], with_payload=True, with_vectors=True)

@@ -172,15 +172,18 @@ async def index_catalog(stream):
 
 
 async def recommend_after_actions(events: list[EventT]) -> None:
-    for action, event in await parse_batch(events, ShopperAction, "track_actions"):
-        try:
-            with metrics.STAGE_SECONDS.labels("track_actions.recommend").time():
-                profile, recommendations, activity = await in_store_thread(
-                    handlers.record_action, services, profiles[action.user_id], action)
-        except handlers.Rejected as error:
-            await dead_letter(event, str(error), "track_actions")
+    parsed = await parse_batch(events, ShopperAction, "track_actions")
+    actions = [action for action, _ in parsed]
+    with metrics.STAGE_SECONDS.labels("track_actions.recommend").time():
+        recorded = await in_store_thread(handlers.record_actions, services,
+                                         {action.user_id: profiles[action.user_id.encode()] for action in actions}, actions)
+    for user_id, profile in recorded.profiles.items():
+        profiles[user_id.encode()] = profile
+    for (action, event), outcome in zip(parsed, recorded.outcomes):
+        if isinstance(outcome, handlers.Rejected):
+            await dead_letter(event, str(outcome), "track_actions")
             continue
-        profiles[action.user_id] = profile
+        recommendations, activity = outcome
         metrics.EVENTS.labels("track_actions", "ok").inc()
         await emit(recommendations_topic, action.user_id, recommendations, "track_actions", action.ts)
         await emit(product_actions_topic, activity.product_id, activity, "track_actions")
@@ -194,8 +197,8 @@ async def recommend_after_actions(events: list[EventT]) -> None:
 async def track_actions(stream):
     """Action -> profile table -> recommendations (and the action re-keyed by product for analytics)."""
     await catalog_loaded.wait()
-    async for event in stream.events():
-        await process_or_dead_letter([event], "track_actions", recommend_after_actions)
+    async for events in stream.take_events(settings.action_batch_size, within=settings.action_batch_wait_s):
+        await process_or_dead_letter(events, "track_actions", recommend_after_actions)
 
 
 async def count_activities(events: list[EventT]) -> None:

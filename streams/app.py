@@ -59,11 +59,15 @@ category_stats_topic = _topic(topics.CATEGORY_STATS)
 popularity_topic = _topic(topics.POPULARITY)
 dead_letters_topic = _topic(topics.DEAD_LETTERS)
 
-# Keyed by user id, like the actions topic, so a user's events and profile share a partition.
+# Keyed by the user id's bytes and placed by Kafka's default partitioner, exactly like the
+# actions topic (same partition count), so a user's events and profile share a partition
+# number. (Faust serializes a str key as JSON, '"anna"', which hashes elsewhere; bytes go raw.)
+# Placing by key rather than by the event being processed lets the agent write a batch's
+# profiles after the batch, and lets table_route find a profile's worker from its key.
 # Values are plain JSON objects: no value_type, since Faust decodes a typed value with
 # ``value_type.from_data``, which dict lacks, and a worker then never recovers the table.
-profiles = app.Table("user-profiles", default=dict, partitions=settings.kafka_partitions,
-                     schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"))
+profiles = app.Table("user-profiles", default=dict, partitions=settings.kafka_partitions, use_partitioner=True,
+                     schema=faust.Schema(key_type=bytes, value_serializer="json"))
 
 # Keyed by product id, like analytics.product-actions: action-weighted counts in hopping windows.
 popularity = app.Table("product-popularity", default=float, partitions=settings.kafka_partitions,

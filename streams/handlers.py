@@ -317,24 +317,46 @@ def _refresh_neighbours(services: Services, listings: list[IndexedProduct], hit_
     return refreshed
 
 
-def record_action(services: Services, profile_json: dict | None, action: ShopperAction
-                  ) -> tuple[dict, Recommendations, ProductActivity]:
-    """Add the action to the user's profile and recommend from the updated interests."""
+@dataclass
+class RecordedActions:
+    """What a batch of shopper actions produced: the users' new profiles (table values), and
+    per action, in order, its recommendations and activity or the reason it was rejected."""
+
+    profiles: dict[str, dict]
+    outcomes: list[tuple[Recommendations, ProductActivity] | Rejected]
+
+
+def record_actions(services: Services, profiles: dict[str, dict | None], actions: list[ShopperAction]
+                   ) -> RecordedActions:
+    """Add each action to its user's profile and recommend from the updated interests.
+
+    Actions are applied in order, so each recommendation answers the profile as of its own
+    event, and a replay gives the same lists whatever the batch boundaries were. Only the
+    store reads and the users' points are shared by the batch: one lookup of the products,
+    one upsert of each user's latest interests and list.
+    """
     store = services.store
-    known = store.get_products([action.product_id])
-    if action.product_id not in known:
-        raise Rejected(f"unknown product_id {action.product_id!r}")
-    profile = UserProfile.from_json(profile_json).record(action.product_id, action.action, action.ts,
-                                                         services.settings.profile_max_actions)
-    # Decay is measured from the newest event, not the wall clock, so a replay gives the same result.
-    now = max(record.ts for record in profile.actions)
-    interests, recommendations = recommend_for_user(services, action.user_id, profile, now, action.event_id)
-    store.save_user(action.user_id, np.stack([interest.vector for interest in interests]),
-                    [item.product_id for item in recommendations.items], now)
-    activity = ProductActivity(product_id=action.product_id, category=known[action.product_id][0].category,
-                               user_id=action.user_id, action=action.action, ts=action.ts,
-                               source_event_id=action.event_id)
-    return profile.to_json(), recommendations, activity
+    known = store.get_products(action.product_id for action in actions)
+    current = {action.user_id: UserProfile.from_json(profiles.get(action.user_id)) for action in actions}
+    latest: dict[str, tuple[list[Interest], Recommendations, float]] = {}
+    outcomes: list[tuple[Recommendations, ProductActivity] | Rejected] = []
+    for action in actions:
+        if action.product_id not in known:
+            outcomes.append(Rejected(f"unknown product_id {action.product_id!r}"))
+            continue
+        profile = current[action.user_id] = current[action.user_id].record(
+            action.product_id, action.action, action.ts, services.settings.profile_max_actions)
+        # Decay is measured from the newest event, not the wall clock, so a replay gives the same result.
+        now = max(record.ts for record in profile.actions)
+        interests, recommendations = recommend_for_user(services, action.user_id, profile, now, action.event_id)
+        latest[action.user_id] = (interests, recommendations, now)
+        outcomes.append((recommendations, ProductActivity(
+            product_id=action.product_id, category=known[action.product_id][0].category, user_id=action.user_id,
+            action=action.action, ts=action.ts, source_event_id=action.event_id)))
+    store.save_users([(user_id, np.stack([interest.vector for interest in interests]),
+                       [item.product_id for item in recommendations.items], now)
+                      for user_id, (interests, recommendations, now) in latest.items()])
+    return RecordedActions({user_id: current[user_id].to_json() for user_id in latest}, outcomes)
 
 
 def recommend_for_user(services: Services, user_id: str, profile: UserProfile, now: float,

@@ -116,7 +116,7 @@ class UserRecommendations(ApiView):
     @app.table_route(table=profiles, match_info="user_id")
     async def get(self, request: Request, user_id: str) -> Response:
         query = parse_query(ListQuery, request)
-        profile = UserProfile.from_json(profiles.get(user_id))
+        profile = UserProfile.from_json(profiles.get(user_id.encode()))
         _, recommendations = await in_thread(store_thread, handlers.recommend_for_user, services, user_id, profile,
                                              time.time(), None, query.k, query.product_filter())
         result = recommendations.model_dump()

@@ -93,8 +93,8 @@ def test_unknown_ids_are_absent_not_errors(store):
 
 def test_user_profiles_round_trip(store):
     interests = np.eye(DIM, dtype=np.float32)[:2]
-    store.save_user("u1", interests, ["p1", "p2"], 123.0)
-    store.save_user("u1", interests[:1], ["p3"], 124.0)
+    store.save_users([("u1", interests, ["p1", "p2"], 123.0)])
+    store.save_users([("u1", interests[:1], ["p3"], 124.0)])
     user = store.get_user("u1")
     assert user["recommended"] == ["p3"] and user["updated_at"] == 124.0
     np.testing.assert_allclose(user["interests"], interests[:1])
