@@ -20,6 +20,11 @@ How a simulated user shops (``ShopperModel``):
   interest drawn by share (possibly the same one);
 * within an interest, an item is picked with probability rising with its similarity to the
   anchor, except that with ``explore_probability`` any item of the category is picked;
+* optionally (``follow_last_probability``, 0 by default) a pick centres on the user's
+  previous item in that interest instead of the anchor: a shopper clicking through "more
+  like this". It makes the next item depend on the last one beyond its category, the
+  situation most favourable to the similar-to-last-item baseline, and is used to check that
+  the conclusions survive it;
 * taste is measured on raw pixels (cosine of the 28x28 images: shape and brightness), NOT
   on the CNN embedding the recommenders use, so the model is not graded on its own yardstick;
 * a user never acts twice on the same item, action types follow ``demo_data``'s mix
@@ -126,6 +131,8 @@ class ShopperModel:
     # z-score within its category: at 0.5 an item 1 sd closer than average is e^2 = 7x as likely.
     taste_temperature: float = 0.5
     mean_gap_s: float = 60.0
+    # Share of in-interest picks centred on the previous item of that interest, not the anchor.
+    follow_last_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,7 @@ def simulate_user(index: int, catalog: Sequence[DemoProduct], pixels: np.ndarray
 
     interest = rng.choice(len(chosen), p=shares)
     acted_on: set[int] = set()
+    previous: dict[int, int] = {}  # interest -> the last row picked in it
     actions, ts = [], 0.0
     for _ in range(prefix_actions + 1):
         if rng.random() > shopper.stay_probability:
@@ -164,9 +172,14 @@ def simulate_user(index: int, catalog: Sequence[DemoProduct], pixels: np.ndarray
         rows = members[interest]
         weights = np.full(len(rows), 1.0 / len(rows)) if rng.random() < shopper.explore_probability \
             else tastes[interest]
+        # Drawn only when the option is on, so the default simulation's random stream is unchanged.
+        if shopper.follow_last_probability > 0 and weights is tastes[interest] and interest in previous \
+                and rng.random() < shopper.follow_last_probability:
+            weights = taste_weights(pixels, rows, previous[interest], shopper.taste_temperature)
         weights = np.where(np.isin(rows, list(acted_on)), 0.0, weights)
         row = int(rng.choice(rows, p=weights / weights.sum()))
         acted_on.add(row)
+        previous[interest] = row
         action = ACTIONS[rng.choice(len(ACTIONS), p=np.array(ACTION_MIX) / sum(ACTION_MIX))]
         actions.append(ActionRecord(catalog[row].product_id, action, ts))
         ts += rng.exponential(shopper.mean_gap_s)
