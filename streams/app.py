@@ -66,8 +66,9 @@ dead_letters_topic = _topic(topics.DEAD_LETTERS)
 # profiles after the batch, and lets table_route find a profile's worker from its key.
 # Values are plain JSON objects: no value_type, since Faust decodes a typed value with
 # ``value_type.from_data``, which dict lacks, and a worker then never recovers the table.
+# key_type=bytes on the table itself too: recovery decodes changelog keys by it (as JSON when unset).
 profiles = app.Table("user-profiles", default=dict, partitions=settings.kafka_partitions, use_partitioner=True,
-                     schema=faust.Schema(key_type=bytes, value_serializer="json"))
+                     key_type=bytes, schema=faust.Schema(key_type=bytes, value_serializer="json"))
 
 # Keyed by product id, like analytics.product-actions: action-weighted counts in hopping windows.
 popularity = app.Table("product-popularity", default=float, partitions=settings.kafka_partitions,
