@@ -65,10 +65,15 @@ def item_weights(actions: tuple[ActionRecord, ...], now: float, half_life_s: flo
 
 @dataclass(frozen=True)
 class Interest:
-    vector: np.ndarray
+    vector: np.ndarray  # the medoid's vector: a real item, what the user's profile point stores
     weight: float
     medoid_id: str
     member_ids: tuple[str, ...]
+    # Weighted mean direction of the members: the interest's centre, what recommendations are
+    # searched around. Clustering keeps members close (average linkage above the threshold),
+    # so unlike a whole-profile average it cannot fall between a shoe and a bag; and it
+    # estimates the centre of a taste from all members, where the medoid is one sample of it.
+    centre: np.ndarray
 
 
 def cluster_interests(ids: list[str], vectors: np.ndarray, weights: np.ndarray, max_interests: int,
@@ -99,9 +104,27 @@ def cluster_interests(ids: list[str], vectors: np.ndarray, weights: np.ndarray, 
         member_weights = weights[members]
         # Medoid: the member with the highest weighted similarity to the others.
         medoid = members[int(np.argmax(similarity[np.ix_(members, members)] @ member_weights))]
+        centre = member_weights @ vectors[members] if member_weights.sum() > 0 else vectors[members].sum(axis=0)
+        norm = np.linalg.norm(centre)
         interests.append(Interest(vectors[medoid], float(member_weights.sum()), ids[medoid],
-                                  tuple(ids[m] for m in members)))
+                                  tuple(ids[m] for m in members),
+                                  centre / norm if norm > 0 else vectors[medoid]))
     return sorted(interests, key=lambda interest: -interest.weight)
+
+
+def recent_importance(interests: list[Interest], actions: tuple[ActionRecord, ...], half_life_s: float
+                      ) -> list[float]:
+    """Each interest's summed action weights, halved every ``half_life_s`` before the newest action.
+
+    PinnerSage weighs interests by importance with time decay; with a half-life of a few
+    actions this is mostly "which interest is the user browsing now". Ages count from the
+    newest action, not the clock: only the ratios matter, and they do not change as the
+    user idles (nor underflow to zero).
+    """
+    if not actions:
+        return [0.0] * len(interests)
+    weights = item_weights(actions, max(action.ts for action in actions), half_life_s)
+    return [sum(weights.get(member, 0.0) for member in interest.member_ids) for interest in interests]
 
 
 def allocate_slots(weights: list[float], k: int) -> list[int]:

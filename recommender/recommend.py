@@ -3,7 +3,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from recommender.interests import Interest, UserProfile, allocate_slots, cluster_interests, item_weights
+from recommender.interests import (Interest, UserProfile, allocate_slots, cluster_interests, item_weights,
+                                  recent_importance)
 from recommender.ranking import mmr
 from recommender.store import Hit, ProductFilter, ProductStore
 
@@ -24,6 +25,12 @@ class RecommendationPolicy:
     # no longer replaced any near-copy (docs/recommender_eval.md).
     diversity: float = 0.15
     candidates_per_slot: int = 4
+    # The k slots are split by each interest's recent importance: action weights halve every
+    # slot_half_life_s (counted back from the newest action), so the interest the user is
+    # browsing now fills most of the list and the others keep at least one slot each. Tuned on
+    # simulated sessions with actions about a minute apart (docs/recommender_eval.md); half_life_s
+    # (hours) still decides how much each item counts within its interest.
+    slot_half_life_s: float = 120.0
 
 
 def user_interests(store: ProductStore, profile: UserProfile, now: float,
@@ -40,13 +47,15 @@ def user_interests(store: ProductStore, profile: UserProfile, now: float,
 
 def recommend(store: ProductStore, profile: UserProfile, interests: list[Interest],
               policy: RecommendationPolicy, product_filter: ProductFilter = ProductFilter()) -> list[Hit]:
-    """Each interest fills its share of the k slots, then the lists are interleaved."""
+    """Each interest fills its share of the k slots (by recent importance) with the nearest
+    products to its centre, re-ranked by MMR; then the lists are interleaved."""
     if not interests:
         return []
     excluded = profile.purchased | (profile.seen() if policy.exclude_seen else set())
     query_filter = replace(product_filter, exclude_ids=product_filter.exclude_ids | excluded)
-    slots = allocate_slots([interest.weight for interest in interests], policy.k)
-    candidate_lists = store.search(np.stack([interest.vector for interest in interests]),
+    importance = recent_importance(interests, profile.actions, policy.slot_half_life_s)
+    slots = allocate_slots(importance, policy.k)
+    candidate_lists = store.search(np.stack([interest.centre for interest in interests]),
                                    limit=max(slots) * policy.candidates_per_slot + policy.k,
                                    product_filter=query_filter, with_vectors=True)
     picked: list[list[Hit]] = []
@@ -60,5 +69,7 @@ def recommend(store: ProductStore, profile: UserProfile, interests: list[Interes
                     quota, 1.0 - policy.diversity)
         picked.append([fresh[index] for index in order])
         taken.update(fresh[index].product.product_id for index in order)
-    interleaved = [hits[rank] for rank in range(max(map(len, picked))) for hits in picked if rank < len(hits)]
+    # Round-robin from the interest browsed most recently: each leads with its closest match.
+    by_recency = [picked[index] for index in sorted(range(len(picked)), key=lambda index: -importance[index])]
+    interleaved = [hits[rank] for rank in range(max(map(len, picked))) for hits in by_recency if rank < len(hits)]
     return interleaved[:policy.k]

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from recommender.interests import ActionRecord, UserProfile, allocate_slots, cluster_interests, item_weights
+from recommender.interests import (ActionRecord, Interest, UserProfile, allocate_slots, cluster_interests,
+                                  item_weights, recent_importance)
 from recommender.ranking import mmr
 
 
@@ -53,6 +54,34 @@ def test_two_tastes_stay_two_interests_with_real_items_as_medoids():
     assert len(interests) == 2
     assert set(interests[0].member_ids) == {"b0", "b1"} and interests[0].weight == 10
     assert set(interests[1].member_ids) == {"s0", "s1", "s2"} and interests[1].medoid_id == "s1"
+
+
+def test_an_interests_centre_is_the_weighted_mean_direction_of_its_members():
+    vectors = np.stack([unit(1, 0.2, 0), unit(1, -0.2, 0), unit(1, 0, 0.1)])
+    interests = cluster_interests(["a", "b", "c"], vectors, np.array([1.0, 3.0, 0.0]), max_interests=3,
+                                  min_similarity=0.5)
+    assert len(interests) == 1
+    expected = vectors[0] + 3 * vectors[1]
+    np.testing.assert_allclose(interests[0].centre, expected / np.linalg.norm(expected), rtol=1e-5)
+    assert interests[0].medoid_id in {"a", "b", "c"}  # the stored interest is still a real item
+
+
+def test_recent_importance_favours_the_interest_browsed_last_whatever_the_clock():
+    def interest(*members):
+        return Interest(unit(1, 0), 1.0, members[0], members, unit(1, 0))
+
+    shoes, bags = interest("s1", "s2", "s3"), interest("b1")
+    actions = (ActionRecord("s1", "view", 0.0), ActionRecord("s2", "view", 60.0), ActionRecord("s3", "view", 120.0),
+               ActionRecord("b1", "view", 600.0))
+    shoe_weight, bag_weight = recent_importance([shoes, bags], actions, half_life_s=120.0)
+    assert bag_weight == 1.0 and shoe_weight == pytest.approx(0.5 ** 5 + 0.5 ** 4.5 + 0.5 ** 4)
+    # Ages count from the newest action: a day later, or at any epoch, the ratio is the same.
+    later = tuple(ActionRecord(a.product_id, a.action, a.ts + 86_400.0 * 365) for a in actions)
+    assert recent_importance([shoes, bags], later, half_life_s=120.0) == pytest.approx([shoe_weight, bag_weight])
+    # With a long half-life the three shoe actions outweigh the one bag.
+    long_shoes, long_bags = recent_importance([shoes, bags], actions, half_life_s=3600.0)
+    assert long_shoes > long_bags
+    assert recent_importance([shoes, bags], (), half_life_s=120.0) == [0.0, 0.0]
 
 
 def test_clusters_merge_down_to_the_interest_limit():

@@ -41,3 +41,21 @@ def test_diversity_step_makes_the_list_less_redundant_than_plain_neighbours(demo
         intra_list_similarity([vectors[h.product.product_id] for h in nearest])
     # Diversity costs a little relevance, not the list's point: still mostly close matches.
     assert np.mean([h.score for h in mixed]) > 0.9 * np.mean([h.score for h in nearest])
+
+
+def test_the_interest_browsed_last_fills_most_of_the_list_and_the_other_keeps_a_place(demo_store):
+    store, catalog, _ = demo_store
+    shirts = [p for p in catalog if p.category == "Shirt"][:6]
+    bags = [p for p in catalog if p.category == "Bag"][:2]
+    # Six shirts a minute apart, ten minutes later two bags: by count the shirts weigh more
+    # (3:1 under the hour-long half-life), by recent importance the bags.
+    times = [60.0 * step for step in range(6)] + [900.0, 960.0]
+    profile = UserProfile()
+    for ts, product in zip(times, shirts + bags):
+        profile = profile.record(product.product_id, "view", ts, 50)
+    policy = RecommendationPolicy()
+    interests = user_interests(store, profile, times[-1], policy)
+    hits = recommend(store, profile, interests, policy)
+    categories = [hit.product.category for hit in hits]
+    assert len(interests) >= 2 and len(hits) == policy.k
+    assert categories[0] == "Bag" and 7 <= categories.count("Bag") < policy.k, categories
