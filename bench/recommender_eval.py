@@ -12,18 +12,20 @@ import numpy as np
 import torch
 
 from bench.timing import machine_summary, table
-from recommender.evaluation import EvaluationSetup, MethodResult, paired_hits, run
+from recommender.evaluation import EvaluationSetup, MethodResult, ShopperModel, paired_hits, run
 from recommender.recommend import RecommendationPolicy
 
 
-def report(setup: EvaluationSetup, policy: RecommendationPolicy, results: Sequence[MethodResult]) -> str:
+def report(setup: EvaluationSetup, policy: RecommendationPolicy, results: Sequence[MethodResult],
+           shopper: ShopperModel = ShopperModel()) -> str:
     k = setup.k
     rows = [(r.name, r.hit_rate, r.ndcg, r.category_precision, r.diversity, r.coverage) for r in results]
     lines = [f"catalog {setup.catalog_size} Fashion-MNIST demo products (demo_catalog seed {setup.catalog_seed}), "
              f"{setup.users} simulated users, {setup.prefix_actions} actions each + 1 held out, "
-             f"simulation seed {setup.seed}, k={k}",
+             f"simulation seed {setup.seed}, follow_last_probability={shopper.follow_last_probability:g}, k={k}",
              f"interest model: interest_min_similarity={policy.interest_min_similarity}, "
-             f"diversity={policy.diversity}, half_life_s={policy.half_life_s:g}", "",
+             f"diversity={policy.diversity}, half_life_s={policy.half_life_s:g}, "
+             f"slot_half_life_s={policy.slot_half_life_s:g}", "",
              table(["method", f"hit rate@{k}", f"NDCG@{k}", f"category precision@{k}", "diversity (ILD)",
                     "coverage"], rows), ""]
     model, *baselines = results
@@ -58,16 +60,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Policy knobs, so an earlier or candidate default can be measured beside the current one.
     parser.add_argument("--interest-min-similarity", type=float, default=RecommendationPolicy.interest_min_similarity)
     parser.add_argument("--diversity", type=float, default=RecommendationPolicy.diversity)
+    parser.add_argument("--slot-half-life", type=float, default=RecommendationPolicy.slot_half_life_s,
+                        help="seconds; a very large value splits slots by long-term weight (the earlier model)")
+    parser.add_argument("--follow-last", type=float, default=ShopperModel.follow_last_probability,
+                        help="simulation: share of in-interest picks centred on the previous item, not the anchor")
     args = parser.parse_args(argv)
     policy = RecommendationPolicy(k=defaults.k, interest_min_similarity=args.interest_min_similarity,
-                                  diversity=args.diversity)
+                                  diversity=args.diversity, slot_half_life_s=args.slot_half_life)
+    shopper = ShopperModel(follow_last_probability=args.follow_last)
     torch.set_num_threads(1)  # the embedder runs only on a cold cache; the host is shared
     print(machine_summary())
     runs = []
     for seed in args.seeds:
         setup = EvaluationSetup(catalog_size=args.catalog, users=args.users, prefix_actions=args.actions, seed=seed)
-        runs.append(run(setup, policy))
-        print("\n" + report(setup, policy, runs[-1]))
+        runs.append(run(setup, policy, shopper))
+        print("\n" + report(setup, policy, runs[-1], shopper), flush=True)
     if len(runs) > 1:
         print("\n" + pooled_hits(runs))
 
