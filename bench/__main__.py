@@ -11,7 +11,7 @@ BENCHMARKS = {
     "embedding": lambda args: embedding.run(args.full, args.profile),
     "store": lambda args: vector_store.run(args.full),
     "memory": lambda args: memory.run(args.full),
-    "pipeline": lambda args: pipeline.run(args.full),
+    "pipeline": lambda args: pipeline.run(args.full, args.profile),
     # Simulated sessions: seed 0 quick, seeds 0-4 with --full (what BENCHMARKS.md reports).
     "recommender": lambda args: recommender_eval.main(["--seeds", "0", "1", "2", "3", "4"] if args.full else []),
 }
@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("benchmark", choices=[*BENCHMARKS, "all"])
     parser.add_argument("--full", action="store_true", help="big sizes and longer rounds")
-    parser.add_argument("--profile", action="store_true", help="embedding: add a pyinstrument profile")
+    parser.add_argument("--profile", action="store_true", help="embedding: add a pyinstrument profile; pipeline: a py-spy profile of the worker")
     args = parser.parse_args()
     for name, benchmark in BENCHMARKS.items():
         if args.benchmark in (name, "all"):

@@ -5,13 +5,20 @@ output arrives. The baseline is an aiokafka consumer that copies each message to
 topic, the least any Kafka pipeline can do. Freshness: events are offered at a fixed rate
 and each one's latency is the time from its timestamp to its recommendation being read
 back by a consumer on the output topic (so the figure includes that consumer's polling).
-Both run on the local broker started here, with a worker started here.
+Both run on the local broker started here, with a worker started here. ``--profile``
+samples the worker with py-spy while it works through the throughput run and prints where
+its threads spend their time.
 """
 import asyncio
 import json
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -108,14 +115,52 @@ async def offered_load(settings, events: list[dict], rate: float) -> dict[str, f
     return {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95), "p99": percentile(values, 0.99)}
 
 
-def run(full: bool) -> None:
+# Where a sample is, by the first of these found in its stack (innermost frame first).
+PROFILE_PARTS = [
+    ("recommendation handler (store thread: interests, Qdrant, ranking)", ("streams/handlers.py",)),
+    ("CNN (catalog embedding)", ("models/embedders.py",)),
+    ("Kafka client: aiokafka fetch/produce, protocol, sockets", ("aiokafka/",)),
+    ("Faust: tables, changelogs, channels, serializers", ("faust/tables", "faust/channels", "faust/topics",
+                                                          "faust/serializers", "faust/transport")),
+    ("our agents: parsing, pydantic, emit", ("streams/agents.py",)),
+    ("event loop and other", ("",)),
+]
+
+
+@contextmanager
+def sampled(pid: int, output: Path):
+    """py-spy samples process ``pid`` (all threads, idle ones left out) until the block ends."""
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid), "--rate", "100",
+                            "--nonblocking", "--format", "raw", "-o", str(output)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+
+
+def profile_shares(raw_profile: Path) -> list[list[str]]:
+    """Share of samples per part of the worker (``PROFILE_PARTS``), from py-spy's raw output."""
+    counts: Counter[str] = Counter()
+    for line in raw_profile.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        frames = stack.split(";")[::-1]
+        part = next(name for name, markers in PROFILE_PARTS
+                    if any(marker in frame for frame in frames for marker in markers))
+        counts[part] += int(samples)
+    total = sum(counts.values())
+    return [[name, f"{counts[name] / total:.0%}"] for name, _ in PROFILE_PARTS]
+
+
+def run(full: bool, profile: bool = False) -> None:
     count, rate, seconds = (5000, 500, 20) if full else (1000, 100, 10)
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
         broker = start_broker(Path(folder) / "broker", port)
         try:
             settings = isolated_settings(f"kafka://127.0.0.1:{port}", kafka_partitions=4, text_embedder="none")
-            with running_worker(settings, Path(folder)):
+            with running_worker(settings, Path(folder)) as worker:
                 topics.create_topics(settings)
                 topics.create_topics(settings, (PASS_IN, PASS_OUT))
                 catalog = demo_catalog(100)
@@ -123,8 +168,11 @@ def run(full: bool) -> None:
                 TopicReader(settings, topics.SIMILAR_ITEMS).until(
                     lambda ms: len({m["product_id"] for m in ms}) >= len(catalog), 600)
                 baseline = throughput(settings, browsing_events(catalog, count, 1), PASS_IN, PASS_OUT, True)
-                pipeline = throughput(settings, browsing_events(catalog, count, 2), topics.ACTIONS,
-                                      topics.RECOMMENDATIONS, False)
+                raw_profile = Path(folder) / "worker.pyspy"
+                with sampled(worker.process.pid, raw_profile) if profile else nullcontext():
+                    pipeline = throughput(settings, browsing_events(catalog, count, 2), topics.ACTIONS,
+                                          topics.RECOMMENDATIONS, False)
+                shares = profile_shares(raw_profile) if profile else None
                 fresh = asyncio.run(offered_load(settings, browsing_events(catalog, int(rate * seconds), 3), rate))
         finally:
             stop_broker(broker)
@@ -137,4 +185,7 @@ def run(full: bool) -> None:
     print(table(["offered load", "events", "p50 ms", "p95 ms", "p99 ms"],
                 [[f"{rate} events/s for {seconds} s", int(rate * seconds)] +
                  [f"{fresh[key] * 1000:.0f}" for key in ("p50", "p95", "p99")]]))
-
+    if shares:
+        print()
+        print(f"py-spy samples of the worker during the {count}-event throughput run:\n")
+        print(table(["part of the worker", "share of samples"], shares))

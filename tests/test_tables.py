@@ -15,4 +15,5 @@ def test_a_profile_is_keyed_and_placed_like_its_users_actions():
     assert profiles.use_partitioner and profiles.partitions == actions_topic.partitions
     for user_id in ("user-1", "anna", "ünïcode-user"):
         assert profiles.changelog_topic.prepare_key(user_id.encode(), None)[0] == user_id.encode()
+        assert profiles.data._decode_key(user_id.encode()) == user_id.encode()  # what recovery reads back
         assert actions_topic.prepare_key(user_id.encode(), None)[0] == user_id.encode()
