@@ -2,7 +2,7 @@
 import faust
 
 from recommender.settings import get_settings
-from streams import topics
+from streams import faust_fixes, topics  # noqa: F401 (faust_fixes patches faust on import)
 from streams.logs import worker_logging_config
 
 settings = get_settings()

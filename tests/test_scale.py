@@ -24,6 +24,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
@@ -162,6 +163,12 @@ def test_survivor_takes_over_partitions_and_profiles_without_losing_events(broke
         before, after = browsing(scale_catalog)
         produce(settings, topics.ACTIONS, [(e["user_id"], e) for e in before])
         assert not wait_for_answers(recommendations, {e["event_id"] for e in before}, timeout_s=300)
+        # Either worker answers for every user: it forwards a request to the owner of the
+        # user's partition, whose profile holds all three interests.
+        for user in sorted({e["user_id"] for e in before}):
+            answer = httpx.get(f"http://127.0.0.1:{leaving.settings.web_port}/api/users/{user}/recommendations",
+                               timeout=60).json()
+            assert answer["interests"] == len(CATEGORIES), (user, user_partition(user), moving, answer)
 
         # The leaving worker is stopped in the middle of its users' stream. The survivor is
         # idle with its offsets committed at that instant: the local broker rejects a commit
