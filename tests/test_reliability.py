@@ -1,0 +1,148 @@
+"""Delivery guarantees through a real broker and real workers: replay, crash, broker and store outages.
+
+Delivery is at-least-once: nothing may be lost, duplicates are allowed and counted, and
+every output names the event it answers (``source_event_id``) so consumers can drop them.
+The crash and broker-outage runs are ``bench/chaos.py`` at a small size; ``python -m
+bench.chaos crash --events 100000`` runs the long version.
+"""
+import math
+import time
+
+import httpx
+import pytest
+
+from bench import chaos
+from infra.local_broker import free_port, start_broker, stop_broker
+from infra.local_stack import isolated_settings, running_worker
+from recommender.demo_data import demo_catalog
+from streams import topics
+from streams.client import TopicReader, produce
+from streams.events import (DeadLetter, IndexedProduct, PopularityScore, ProductActivity, Recommendations,
+                            SearchResults, SimilarItems)
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_output_type_names_its_source_event():
+    for output in (IndexedProduct, SimilarItems, Recommendations, SearchResults, ProductActivity, PopularityScore,
+                   DeadLetter):
+        assert "source_event_id" in output.model_fields, output.__name__
+
+
+def latest_by_event(messages: list[dict], event_ids: set[str]) -> dict[str, dict]:
+    return {m["source_event_id"]: m for m in messages if m["source_event_id"] in event_ids}
+
+
+def test_replaying_the_actions_into_a_fresh_worker_gives_the_same_recommendations(shop, catalog, tmp_path):
+    settings, _, _ = shop
+    events = chaos.browsing_events(catalog, users=6, count=60, seed=11, user_prefix="replay")
+    wanted = {event["event_id"] for event in events}
+    produce(settings, topics.ACTIONS, [(event["user_id"], event) for event in events])
+    reader = TopicReader(settings, topics.RECOMMENDATIONS)
+    reader.until(lambda ms: wanted <= {m["source_event_id"] for m in ms}, 300)
+    reader.read_to_end()
+    first_run = latest_by_event(reader.messages, wanted)
+    seen = len(reader.messages)
+
+    # Same topics, new app id: a new consumer group that reads shopper.actions from offset 0,
+    # an empty profile table and an empty store rebuilt from catalog.vectors.
+    fresh = isolated_settings(settings.kafka_broker, topic_prefix=settings.topic_prefix)
+    with running_worker(fresh, tmp_path):
+        reader.until(lambda ms: wanted <= {m["source_event_id"] for m in ms[seen:]}, 600)
+    replay = latest_by_event(reader.messages[seen:], wanted)
+    reader.close()
+
+    for event_id in wanted:
+        before, after = first_run[event_id], replay[event_id]
+        assert (after["strategy"], after["interests"]) == (before["strategy"], before["interests"]), event_id
+        assert [i["product_id"] for i in after["items"]] == [i["product_id"] for i in before["items"]], event_id
+        for old, new in zip(before["items"], after["items"]):  # the replay re-embedded the catalog
+            assert math.isclose(new["score"], old["score"], abs_tol=1e-4)
+    users = {event["user_id"] for event in events}
+    first_profiles, replayed_profiles = chaos.changelog_profiles(settings), chaos.changelog_profiles(fresh)
+    assert {u: replayed_profiles[u] for u in users} == {u: first_profiles[u] for u in users}
+
+
+def assert_nothing_lost(report: chaos.Report, users: int) -> None:
+    print("\n" + "\n".join(report.lines()))  # shown with -rP
+    assert report.lost == 0
+    assert report.dead_letters == 0
+    assert report.profiles_checked == users and report.profiles_wrong == 0
+    assert report.purchased_items_shown == 0
+
+
+def test_a_worker_killed_mid_stream_loses_nothing_and_keeps_its_profiles(broker_url, tmp_path):
+    # Sent faster than the worker answers, so the restarted worker finds a backlog to fetch
+    # while its table recovers (on the code before 47d7df0, faust-streaming lost about 40% of
+    # the events here: see BENCHMARKS.md).
+    settings = isolated_settings(broker_url, **chaos.WORKER_KNOBS)
+    report = chaos.run(settings, tmp_path, events=1000, users=100, catalog_size=60, per_second=500,
+                       fault=chaos.WORKER_CRASH, timeout_s=240)
+    assert_nothing_lost(report, users=100)
+    # Only events answered after the last offset commit can come again.
+    assert report.duplicates <= report.uncommitted_at_fault
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(tmp_path):
+    data_dir, port = tmp_path / "broker", free_port()
+    brokers = [start_broker(data_dir, port)]
+    try:
+        settings = isolated_settings(f"kafka://127.0.0.1:{port}", **chaos.WORKER_KNOBS)
+        report = chaos.run(settings, tmp_path, events=600, users=60, catalog_size=60, per_second=15,
+                           fault=chaos.broker_outage(8.0, data_dir, port, brokers), timeout_s=240)
+    finally:
+        stop_broker(brokers[-1], timeout_s=120)
+    assert_nothing_lost(report, users=60)
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return result
+
+
+def test_while_the_store_is_down_events_wait_unacked_and_health_says_why(broker_url, tmp_path):
+    catalog = demo_catalog(12)
+    dead_store = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connections are refused
+    settings = isolated_settings(broker_url, qdrant_url=dead_store, text_embedder="none")
+    actions = [{"event_id": f"held-{i}", "user_id": f"held-user-{i % 3}", "product_id": catalog[i].product_id,
+                "action": "view", "ts": 1_000.0 + i} for i in range(9)]
+    with running_worker(settings, tmp_path) as worker, httpx.Client(
+            base_url=f"http://127.0.0.1:{settings.web_port}", timeout=30) as http:
+        produce(settings, topics.CATALOG, [(p.product_id, p.listing()) for p in catalog])
+        produce(settings, topics.ACTIONS, [(a["user_id"], a) for a in actions])
+
+        def health_while_retrying():
+            response = http.get("/health")
+            return response if "retrying" in response.json().get("store", "") else None
+
+        health = wait_for(health_while_retrying, 180, "/health to report the retries")
+        assert health.status_code == 503
+        assert health.json() == {"status": "degraded", "catalog_loaded": True,
+                                 "store": "vector store unavailable (ResponseHandlingException), retrying"}
+        answer = http.get(f"/api/products/{catalog[0].product_id}/similar")
+        assert answer.status_code == 503
+        assert answer.json() == {"error": "temporarily unavailable, try again shortly"}
+        # The CNN needs no store: every listing was embedded, and the index agent holds them.
+        TopicReader(settings, topics.CATALOG_VECTORS).until(lambda ms: len(ms) >= len(catalog), 180)
+        time.sleep(10)  # several commit intervals of faust (2.8 s) while retrying
+        assert not any(chaos.committed_offsets(settings, topics.CATALOG_VECTORS).values())
+        assert not any(chaos.committed_offsets(settings, topics.ACTIONS).values())
+        assert worker.alive()
+    # Asked to stop while retrying, the worker waits for the held events (faust's wait_empty)
+    # until the harness kills it after 30 s: nothing was committed, so nothing was acked.
+    assert not any(chaos.committed_offsets(settings, topics.CATALOG_VECTORS).values())
+    assert not any(chaos.committed_offsets(settings, topics.ACTIONS).values())
+    chaos.expire_members(settings)  # the killed member's session never expires on noida-db
+    letters, similar = TopicReader(settings, topics.DEAD_LETTERS), TopicReader(settings, topics.SIMILAR_ITEMS)
+    assert not letters.poll(2.0) and not similar.poll(2.0)
+
+    # The same consumer group with a store that answers (embedded): the held events are processed.
+    working_store = settings.model_copy(update={"qdrant_url": None, "web_port": free_port()})
+    with running_worker(working_store, tmp_path):
+        similar.until(lambda ms: {m["product_id"] for m in ms} >= {p.product_id for p in catalog}, 300)
+        TopicReader(settings, topics.RECOMMENDATIONS).until(
+            lambda ms: {m["source_event_id"] for m in ms} >= {a["event_id"] for a in actions}, 300)
+    assert not letters.poll(1.0)
