@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     interest_half_life_s: float = Field(3600.0, gt=0, description="An action's weight halves after this long")
     popularity_window_s: float = Field(3600.0, gt=0, description="Popularity counts actions of this long a window")
     profile_max_actions: int = Field(50, ge=1, description="Recent actions kept per user")
+    action_batch_size: int = Field(64, ge=1, description="Shopper actions taken from the stream at once "
+                                   "(one store lookup and one user upsert per batch)")
+    action_batch_wait_s: float = Field(0.005, gt=0, description="Longest wait to fill a batch of actions "
+                                       "(adds at most this to an action's latency)")
     max_interests: int = Field(3, ge=1, description="Interest clusters per user")
 
     # Catalog intelligence (defaults calibrated by models/intel_report.py; see BENCHMARKS.md)

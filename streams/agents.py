@@ -202,11 +202,8 @@ async def recommend_after_actions(events: list[EventT]) -> None:
 async def track_actions(stream):
     """Action -> profile table -> recommendations (and the action re-keyed by product for analytics)."""
     await catalog_loaded.wait()
-    # One event at a time: batches (take_events) gained nothing measurable here, as an action's
-    # cost is its own searches, and faust's take_events acks the whole batch when its
-    # generator closes, processed or not (read in faust-streaming 0.12.1's source).
-    async for event in stream.events():
-        await process_or_dead_letter([event], "track_actions", recommend_after_actions)
+    async for events in stream.take_events(settings.action_batch_size, within=settings.action_batch_wait_s):
+        await process_or_dead_letter(events, "track_actions", recommend_after_actions)
 
 
 async def count_activities(events: list[EventT]) -> None:
