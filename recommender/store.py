@@ -213,10 +213,23 @@ class ProductStore:
         ids = list(dict.fromkeys(product_ids))
         if not ids:
             return {}
-        records = self.client.retrieve(self.collection, ids=[point_id(pid) for pid in ids], with_payload=True)
-        products = [_product(record.payload) for record in records]
-        vectors = self.image_vectors([product.product_id for product in products]) if with_vectors else {}
-        return {product.product_id: (product, vectors.get(product.product_id)) for product in products}
+        cached = self.vector_cache.get(ids) if with_vectors else {}
+        fetch_vectors = with_vectors and len(cached) < len(ids)  # in the same call as the payloads
+        records = self.client.retrieve(self.collection, ids=[point_id(pid) for pid in ids], with_payload=True,
+                                       with_vectors=[IMAGE] if fetch_vectors else False)
+        found = {}
+        for record in records:
+            product = _product(record.payload)
+            vector = cached.get(product.product_id)
+            if with_vectors and vector is None:
+                vector = self._cached_vector(product.product_id, record.vector[IMAGE])
+            found[product.product_id] = (product, vector)
+        return found
+
+    def _cached_vector(self, product_id: str, vector) -> np.ndarray:
+        vector = np.asarray(vector, dtype=np.float32)
+        self.vector_cache.put(product_id, vector)
+        return vector
 
     def image_vectors(self, product_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """Image vectors of known products: from the cache, and one retrieve for the rest."""
@@ -227,8 +240,7 @@ class ProductStore:
             for record in self.client.retrieve(self.collection, ids=list(by_point), with_payload=False,
                                                with_vectors=[IMAGE]):
                 product_id = by_point[str(record.id)]
-                vectors[product_id] = np.asarray(record.vector[IMAGE], dtype=np.float32)
-                self.vector_cache.put(product_id, vectors[product_id])
+                vectors[product_id] = self._cached_vector(product_id, record.vector[IMAGE])
         return vectors
 
     def count(self) -> int:
@@ -236,16 +248,23 @@ class ProductStore:
 
     def search(self, vectors: np.ndarray, limit: int, product_filter: ProductFilter = ProductFilter(),
                using: str = IMAGE, with_vectors: bool = False) -> list[list[Hit]]:
-        """Nearest products for each query vector (one batched call), optionally with image vectors."""
+        """Nearest products for each query vector (one batched call), optionally with image vectors.
+
+        With a vector cache the hits come without vectors and the cache fills them in; without
+        one (a server store) they come with the hits, in the same call.
+        """
         if with_vectors and using != IMAGE:
             raise ValueError("hits carry image vectors only")
+        vectors_with_hits = with_vectors and self.vector_cache.capacity <= 0
         query_filter = product_filter.to_qdrant()
         requests = [qm.QueryRequest(query=vector.tolist(), using=using, limit=limit, filter=query_filter,
-                                    with_payload=True) for vector in np.atleast_2d(vectors)]
+                                    with_payload=True, with_vector=[IMAGE] if vectors_with_hits else False)
+                    for vector in np.atleast_2d(vectors)]
         responses = self.client.query_batch_points(self.collection, requests=requests)
-        hit_lists = [[Hit(_product(point.payload), point.score) for point in response.points]
-                     for response in responses]
-        if not with_vectors:
+        hit_lists = [[Hit(_product(point.payload), point.score,
+                          np.asarray(point.vector[IMAGE], dtype=np.float32) if vectors_with_hits else None)
+                      for point in response.points] for response in responses]
+        if not with_vectors or vectors_with_hits:
             return hit_lists
         found = self.image_vectors([hit.product.product_id for hits in hit_lists for hit in hits])
         return [[Hit(hit.product, hit.score, found[hit.product.product_id]) for hit in hits
