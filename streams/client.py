@@ -7,7 +7,7 @@ from urllib.request import urlopen
 from kafka import KafkaConsumer, KafkaProducer
 
 from recommender.settings import Settings
-from streams.topics import TopicSpec, bootstrap_servers, security_options, topic_name
+from streams.topics import SEARCH_RESULTS, TopicSpec, bootstrap_servers, security_options, topic_name
 
 
 def produce(settings: Settings, spec: TopicSpec, messages: Iterable[tuple[str | None, dict | bytes]]) -> int:
@@ -63,6 +63,17 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def search_result(settings: Settings, request_id: str, timeout_s: float = 60.0) -> dict:
+    """The answer to one photo upload on recs.search-results. Other uploads' answers share the
+    topic and arrive in any order across partitions, so it is picked by its request id."""
+    reader = TopicReader(settings, SEARCH_RESULTS)
+    try:
+        messages = reader.until(lambda ms: any(m["request_id"] == request_id for m in ms), timeout_s)
+    finally:
+        reader.close()
+    return next(m for m in messages if m["request_id"] == request_id)
 
 
 def profile_owners(worker_url: str) -> dict[str, set[int]]:

@@ -17,7 +17,7 @@ from models.images import encode_png
 from recommender.demo_data import Article, DemoProduct, demo_catalog, shopping_session
 from recommender.settings import get_settings
 from streams import topics
-from streams.client import TopicReader, produce
+from streams.client import TopicReader, produce, search_result
 
 USERS = {"ana": ["Sneaker"], "ben": ["Bag", "Ankle boot"], "chloe": ["Dress", "Sandal", "T-shirt/top"]}
 
@@ -98,11 +98,9 @@ def search_by_photo(settings, product: DemoProduct) -> None:
 
     request_id = f"demo-upload-{int(time.time())}"
     photo = base64.b64encode(encode_png(Image.fromarray(product.image).convert("RGB"))).decode()
-    reader = TopicReader(settings, topics.SEARCH_RESULTS)
     produce(settings, topics.UPLOADS, [(request_id, {"event_id": request_id, "image_b64": photo, "k": 5})])
-    result = reader.until(lambda ms: any(m["request_id"] == request_id for m in ms), timeout_s=60)[-1]
+    result = search_result(settings, request_id)
     print(f"\nphoto search with the picture of {product.title!r} ({product.product_id}):\n{show(result['items'])}")
-    reader.close()
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from models.images import encode_png
 from recommender.duplicates import edited_copy
 from recommender.shelf import compose_shelf_frame
 from streams import topics
-from streams.client import TopicReader, produce
+from streams.client import TopicReader, produce, search_result
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +71,8 @@ def test_copies_of_a_brand_reference_and_of_other_listings_are_flagged(shop, cat
     assert flags["dup-1"]["kind"] == "near_duplicate" and flags["dup-1"]["matched_id"] == catalog[9].product_id
     assert "acme-own" not in flags
     # References never show up as products to shoppers.
-    reader = TopicReader(settings, topics.SEARCH_RESULTS)
     produce(settings, topics.UPLOADS, [("find-coat", {"event_id": "find-coat", "image_b64": b64_png(genuine)})])
-    result = reader.until(lambda ms: any(m["request_id"] == "find-coat" for m in ms), 60)[-1]
+    result = search_result(settings, "find-coat")
     assert "acme-ref-1" not in {item["product_id"] for item in result["items"]}
     assert result["predicted_category"] == "Coat"
 
