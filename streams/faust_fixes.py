@@ -1,4 +1,6 @@
-"""A fix for faust-streaming 0.12.1 committing offsets of events no agent processed.
+"""Two fixes for faust-streaming 0.12.1 losing events around restarts and rebalances.
+
+1. Acks that commit offsets of events no agent processed.
 
 While flow control is off (a worker starting and recovering its tables, a rebalance, a
 shutdown) or an event was fetched in an older group generation, a stream skips the event
@@ -13,7 +15,31 @@ does not move the committed offset: the event is read again from there, by this 
 after its seek to the committed offsets or by the partition's next owner. An event that
 was processed and is only acked during such a window may therefore be processed twice,
 which at-least-once delivery allows; none is skipped.
+
+2. A batch fetched before a seek moving the read offset past the sought one.
+
+After a rebalance or recovery, faust seeks each partition back to its committed offset and
+sets the partition's read offset (below which the fetch loop drops messages as already
+delivered) to that offset. The fetch loop (``Consumer._drain_messages``) may at that moment
+still be delivering a batch fetched before the seek; when the message in flight is handed
+over, the loop sets the read offset to that message's offset, overwriting the seek's. The
+events re-read from the committed offset then fall below it and are dropped: never
+processed, never acked, so that partition's commits also stop there. Measured here before
+this fix: a restart after SIGKILL lost 111 of 1,000 events, all of one partition, offsets
+212-322 (committed offset 212); the restarted worker's log showed 1,382-2,764 such drops per
+run (``DEVLOG=1``: "DROPPED MESSAGE").
+
+Here aiokafka's fetcher, in the consumer thread, counts the seeks of each partition and
+notes the counts as of each fetch. The fetch loop then skips messages of a partition sought
+since their batch was fetched (the seek moved the fetch position back, so they come again,
+or they lie before the new position), and a read offset set from the message in flight when
+such a seek came is put back to the seek's target.
 """
+
+from collections import Counter
+
+from aiokafka.consumer.fetcher import Fetcher
+
 from faust.transport.consumer import Consumer
 from mode.utils.futures import notify
 
@@ -32,3 +58,52 @@ def _ack_skipping_nothing(self: Consumer, message) -> bool:
 
 
 Consumer.ack = _ack_skipping_nothing
+
+
+_fetcher_init = Fetcher.__init__
+_seek_fetch_position = Fetcher.seek_to
+_fetched_records = Fetcher.fetched_records
+
+
+def _fetcher_init_with_seek_ledger(self: Fetcher, *args, **kwargs) -> None:
+    _fetcher_init(self, *args, **kwargs)
+    self.seeks = Counter()  # per partition, as done in the consumer thread
+    self.seek_targets = {}
+    self.seeks_at_last_fetch = Counter()
+
+
+def _seek_counted(self: Fetcher, tp, offset: int) -> None:
+    _seek_fetch_position(self, tp, offset)
+    self.seeks[tp] += 1
+    self.seek_targets[tp] = offset
+
+
+async def _fetched_records_noting_seeks(self: Fetcher, *args, **kwargs):
+    records = await _fetched_records(self, *args, **kwargs)
+    self.seeks_at_last_fetch = self.seeks.copy()
+    return records
+
+
+Fetcher.__init__ = _fetcher_init_with_seek_ledger
+Fetcher.seek_to = _seek_counted
+Fetcher.fetched_records = _fetched_records_noting_seeks
+
+_fetch_batch = Consumer.getmany
+
+
+async def _fetch_batch_without_stale_messages(self: Consumer, timeout: float):
+    fetcher = self._thread._ensure_consumer()._fetcher
+    seeks_at_fetch = None
+    async for tp, message in _fetch_batch(self, timeout):
+        if seeks_at_fetch is None:  # the batch has arrived: the thread noted the counts before handing it over
+            seeks_at_fetch = fetcher.seeks_at_last_fetch
+        if fetcher.seeks[tp] == seeks_at_fetch[tp]:
+            yield tp, message
+            # The fetch loop has now set the read offset from this message; undo that if
+            # the partition was sought meanwhile, or the events re-read from there are dropped.
+            if fetcher.seeks[tp] != seeks_at_fetch[tp]:
+                target = fetcher.seek_targets[tp]
+                self._read_offset[tp] = target if target else None
+
+
+Consumer.getmany = _fetch_batch_without_stale_messages
