@@ -7,10 +7,11 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from models import fashion_mnist
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
 from models.train import (AUGMENTATIONS, PREPROCESSING, FlipAveraged, ShopperPhotoAugment, TrainConfig, Trainer,
-                          export, train)
+                          evaluation_set, export, exported_model, split_training_data, train)
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +56,11 @@ def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch)
 def test_artifact_round_trips_with_its_preprocessing_and_metrics(tiny_run):
     config, run = tiny_run
     metrics = {"fashion_mnist_test": {"recall@1": 0.5}, "training": {"steps": run.steps}}
-    path = export(run.model, config, metrics)
+    path = export(run, metrics)
 
     spec = artifact_spec(path)
-    assert (spec.dim, spec.preprocessing, spec.metrics) == (16, PREPROCESSING, metrics)
+    assert run.dim == 4 * config.width  # the default read-out: the pooled features of the last stage
+    assert (spec.dim, spec.preprocessing, spec.metrics) == (run.dim, PREPROCESSING, metrics)
 
     rng = np.random.default_rng(0)
     photos = [Image.fromarray(rng.integers(0, 256, (40, 32, 3), dtype=np.uint8)) for _ in range(3)]
@@ -68,7 +70,7 @@ def test_artifact_round_trips_with_its_preprocessing_and_metrics(tiny_run):
     transform = PREPROCESSING.transform()
     with torch.inference_mode():
         expected = F.normalize(run.model(torch.stack([transform(photo) for photo in photos])), dim=1).numpy()
-    assert loaded.shape == (4, 16) and loaded.dtype == np.float32
+    assert loaded.shape == (4, run.dim) and loaded.dtype == np.float32
     np.testing.assert_allclose(loaded, expected, atol=1e-5)
 
 
@@ -124,7 +126,7 @@ def test_knn_vote_tie_goes_to_the_class_with_the_nearer_neighbour():
 def test_flip_averaged_artifact_embeds_an_image_and_its_mirror_alike(tiny_run):
     config, run = tiny_run
     assert isinstance(run.model, FlipAveraged)  # the default: test-time flip averaging is part of the artifact
-    path = export(run.model, replace(config, out=config.out.with_name("flip.pt")), {})
+    path = export(run, {}, out=config.out.with_name("flip.pt"))
     photo = np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8)
     embedder = load_embedder(str(path))
     original, mirrored = embedder.embed([Image.fromarray(photo).convert("RGB"),
@@ -157,3 +159,37 @@ def test_frozen_baseline_embeddings_are_cached_and_reused(tmp_path, monkeypatch)
     np.testing.assert_array_equal(evaluate.system_embeddings("efficientnet_lite0", images, 4, tmp_path), first)
     with pytest.raises(AssertionError):  # other images: not in the cache
         evaluate.system_embeddings("efficientnet_lite0", images[::-1].copy(), 4, tmp_path)
+
+
+def test_held_out_images_are_left_out_of_training_and_replace_the_test_split():
+    config = TrainConfig(train_limit=1000, holdout=200)
+    (train_images, train_labels), (held_images, held_labels) = split_training_data(config)
+    assert (len(train_images), len(held_images)) == (800, 200)
+    everything, _ = fashion_mnist.load("train")
+    np.testing.assert_array_equal(held_images, everything[800:1000])
+    name, images, labels = evaluation_set(config)
+    assert name == "fashion_mnist_train_holdout" and images is not None and len(labels) == 200
+    assert evaluation_set(replace(config, holdout=0))[0] == "fashion_mnist_test"
+
+
+def test_crop_augmentation_moves_whole_pixels_without_resampling():
+    images = torch.randint(1, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    cropped = ShopperPhotoAugment(torch.Generator().manual_seed(0), **AUGMENTATIONS["crop"])(images)
+    pixels = cropped * PREPROCESSING.std[0] + PREPROCESSING.mean[0]
+    for original, moved in zip(images.float() / 255, pixels):
+        candidates = [torch.roll(torch.flip(original, dims=(2,)) if mirror else original, (dy, dx), dims=(1, 2))
+                      for mirror in (False, True) for dy in range(-2, 3) for dx in range(-2, 3)]
+        # Each output is a mirrored or not, shifted copy: its kept pixels match one candidate exactly.
+        kept = moved > 1e-4
+        assert any(torch.allclose(moved[kept], candidate[kept], atol=1e-5) and kept.sum() >= 24 * 24
+                   for candidate in candidates)
+
+
+def test_embedding_read_out_exports_the_trained_embedding_layer(tiny_run):
+    config, run = tiny_run
+    trainer = Trainer.from_checkpoint(config.checkpoint, train_size=512)
+    model, dim = exported_model(trainer.model, replace(config, readout="embedding", flip_average=False))
+    images = torch.randn(3, 1, 28, 28)
+    with torch.inference_mode():
+        assert dim == config.dim and model(images).shape == (3, config.dim)
+        torch.testing.assert_close(model(images), trainer.model.eval()(images))
