@@ -48,7 +48,8 @@ class Report:
     duplicates: int
     lost: int
     lost_at: list[str]  # where the lost events sit on shopper.actions: "partition:first-last" offsets
-    uncommitted_at_fault: int | None  # answered but not committed when the worker died: the most that can repeat
+    uncommitted_at_fault: int | None  # answered but not committed when the worker died
+    repeated_below_commit: int | None  # answered twice though committed before the fault: must be 0
     profiles_checked: int
     profiles_wrong: int
     purchased_items_shown: int  # outputs recommending an item the user had bought before that event
@@ -176,11 +177,16 @@ def changelog_profiles(settings: Settings) -> dict[str, UserProfile]:
             for record in records(settings, f"{settings.app_id}-user-profiles-changelog")}
 
 
+def input_offsets(settings: Settings, event_ids: set[str]) -> dict[str, tuple[int, int]]:
+    """Event id -> (partition, offset) on shopper.actions."""
+    return {event_id: (record.partition, record.offset)
+            for record in records(settings, topics.topic_name(topics.ACTIONS, settings))
+            if (event_id := json.loads(record.value)["event_id"]) in event_ids}
+
+
 def input_ranges(settings: Settings, event_ids: set[str]) -> list[str]:
     """Where the events with these ids sit on shopper.actions: "partition:first-last" per run of offsets."""
-    offsets = sorted((record.partition, record.offset)
-                     for record in records(settings, topics.topic_name(topics.ACTIONS, settings))
-                     if json.loads(record.value)["event_id"] in event_ids)
+    offsets = sorted(input_offsets(settings, event_ids).values())
     runs: list[list[int]] = []  # [partition, first, last]
     for partition, offset in offsets:
         if runs and runs[-1][0] == partition and runs[-1][2] == offset - 1:
@@ -228,7 +234,7 @@ def run(settings: Settings, log_dir: Path, events: int, users: int, catalog_size
             outputs.poll(0.5)
         progress(started, f"fault at {len(answered_ids(outputs).keys() & wanted)} answered, {feeder.sent} sent")
         fault.hit(worker, feeder)
-        uncommitted = None
+        uncommitted = committed = None
         if fault.broker_up_after_hit:
             outputs.read_to_end()
             committed = committed_offsets(settings, topics.ACTIONS)
@@ -257,12 +263,16 @@ def run(settings: Settings, log_dir: Path, events: int, users: int, catalog_size
         bought = purchased_before(actions)
         shown_bought = sum(bool(bought[m["source_event_id"]] & {item["product_id"] for item in m["items"]})
                            for m in outputs.messages if m["source_event_id"] in bought)
+        repeated = {event_id for event_id, count in answered.items() if count > 1} & wanted
+        repeated_below_commit = None if committed is None else sum(
+            offset < committed.get(partition, 0) for partition, offset in input_offsets(settings, repeated).values())
         outputs.close()
         letters.close()
         return Report(events_in=len(wanted), outputs=len(outputs.messages), dead_letters=len(letters.messages),
                       duplicates=sum(count - 1 for count in answered.values()), lost=len(lost),
                       lost_at=input_ranges(settings, lost) if lost else [],
-                      uncommitted_at_fault=uncommitted, profiles_checked=len(expected),
+                      uncommitted_at_fault=uncommitted, repeated_below_commit=repeated_below_commit,
+                      profiles_checked=len(expected),
                       profiles_wrong=sum(recovered.get(user) != profile for user, profile in expected.items()),
                       purchased_items_shown=shown_bought, seconds=seconds)
     finally:
