@@ -25,7 +25,7 @@ def report(setup: EvaluationSetup, policy: RecommendationPolicy, results: Sequen
              f"simulation seed {setup.seed}, follow_last_probability={shopper.follow_last_probability:g}, k={k}",
              f"interest model: interest_min_similarity={policy.interest_min_similarity}, "
              f"diversity={policy.diversity}, half_life_s={policy.half_life_s:g}, "
-             f"slot_half_life_s={policy.slot_half_life_s:g}", "",
+             f"share_half_life_s={policy.share_half_life_s:g}, kernel_width={policy.kernel_width:g}", "",
              table(["method", f"hit rate@{k}", f"NDCG@{k}", f"category precision@{k}", "diversity (ILD)",
                     "coverage"], rows), ""]
     model, *baselines = results
@@ -60,13 +60,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Policy knobs, so an earlier or candidate default can be measured beside the current one.
     parser.add_argument("--interest-min-similarity", type=float, default=RecommendationPolicy.interest_min_similarity)
     parser.add_argument("--diversity", type=float, default=RecommendationPolicy.diversity)
-    parser.add_argument("--slot-half-life", type=float, default=RecommendationPolicy.slot_half_life_s,
-                        help="seconds; a very large value splits slots by long-term weight (the earlier model)")
+    parser.add_argument("--share-half-life", type=float, default=RecommendationPolicy.share_half_life_s,
+                        help="seconds; a very large value shares the list by long-term weight")
+    parser.add_argument("--kernel-width", type=float, default=RecommendationPolicy.kernel_width)
     parser.add_argument("--follow-last", type=float, default=ShopperModel.follow_last_probability,
                         help="simulation: share of in-interest picks centred on the previous item, not the anchor")
     args = parser.parse_args(argv)
     policy = RecommendationPolicy(k=defaults.k, interest_min_similarity=args.interest_min_similarity,
-                                  diversity=args.diversity, slot_half_life_s=args.slot_half_life)
+                                  diversity=args.diversity, share_half_life_s=args.share_half_life,
+                                  kernel_width=args.kernel_width)
     shopper = ShopperModel(follow_last_probability=args.follow_last)
     torch.set_num_threads(1)  # the embedder runs only on a cold cache; the host is shared
     print(machine_summary())

@@ -74,6 +74,20 @@ class Interest:
     # so unlike a whole-profile average it cannot fall between a shoe and a bag; and it
     # estimates the centre of a taste from all members, where the medoid is one sample of it.
     centre: np.ndarray
+    member_vectors: np.ndarray  # one row per member, in member_ids order
+    member_weights: np.ndarray  # the members' decayed action weights
+
+    def density(self, vectors: np.ndarray, width: float) -> np.ndarray:
+        """How close each of ``vectors`` lies to this interest's items: a kernel density over the
+        members, sum of weight * exp((cosine - 1) / width), divided by the total weight.
+
+        Each member is a query point of the interest (PinnerSage queries one, the medoid): a
+        candidate next to any item the user acted on scores high, and one next to several
+        higher; ``width`` (in cosine) sets how near counts as next to.
+        """
+        kernel = np.exp((np.asarray(vectors @ self.member_vectors.T, dtype=np.float64) - 1.0) / width)
+        total = self.member_weights.sum()
+        return kernel @ self.member_weights / total if total > 0 else kernel.mean(axis=1)
 
 
 def cluster_interests(ids: list[str], vectors: np.ndarray, weights: np.ndarray, max_interests: int,
@@ -108,7 +122,7 @@ def cluster_interests(ids: list[str], vectors: np.ndarray, weights: np.ndarray, 
         norm = np.linalg.norm(centre)
         interests.append(Interest(vectors[medoid], float(member_weights.sum()), ids[medoid],
                                   tuple(ids[m] for m in members),
-                                  centre / norm if norm > 0 else vectors[medoid]))
+                                  centre / norm if norm > 0 else vectors[medoid], vectors[members], member_weights))
     return sorted(interests, key=lambda interest: -interest.weight)
 
 
@@ -125,23 +139,3 @@ def recent_importance(interests: list[Interest], actions: tuple[ActionRecord, ..
         return [0.0] * len(interests)
     weights = item_weights(actions, max(action.ts for action in actions), half_life_s)
     return [sum(weights.get(member, 0.0) for member in interest.member_ids) for interest in interests]
-
-
-def allocate_slots(weights: list[float], k: int) -> list[int]:
-    """Split ``k`` result slots across interests in proportion to weight, each at least one."""
-    if not weights:
-        return []
-    if sum(weights) <= 0:  # every action decayed to nothing (a long-idle user): treat interests alike
-        weights = [1.0] * len(weights)
-    total = sum(weights)
-    slots = [max(1, int(k * weight / total)) for weight in weights]
-    # Largest remainders get the slots lost to rounding; trim from the lightest if over.
-    order = sorted(range(len(weights)), key=lambda i: -(k * weights[i] / total - int(k * weights[i] / total)))
-    position = 0
-    while sum(slots) < k:
-        slots[order[position % len(order)]] += 1
-        position += 1
-    for index in reversed(range(len(slots))):
-        while sum(slots) > k and slots[index] > 1:
-            slots[index] -= 1
-    return slots

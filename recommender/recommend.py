@@ -3,8 +3,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from recommender.interests import (Interest, UserProfile, allocate_slots, cluster_interests, item_weights,
-                                  recent_importance)
+from recommender.interests import Interest, UserProfile, cluster_interests, item_weights, recent_importance
 from recommender.ranking import mmr
 from recommender.store import Hit, ProductFilter, ProductStore
 
@@ -20,17 +19,20 @@ class RecommendationPolicy:
     # shopper's clicks split into several interests (docs/recommender_eval.md).
     interest_min_similarity: float = 0.55
     exclude_seen: bool = True
-    # 0 = plain nearest neighbours, 1 = only diversity. Slots per interest already spread
-    # the list; on simulated sessions 0.3 cost hit rate for little extra spread, and 0.1
-    # no longer replaced any near-copy (docs/recommender_eval.md).
+    # 0 = rank by score only, 1 = only diversity (MMR). On simulated sessions 0.3 cost hit
+    # rate for little extra spread, and 0.1 no longer replaced any near-copy
+    # (docs/recommender_eval.md).
     diversity: float = 0.15
-    candidates_per_slot: int = 4
-    # The k slots are split by each interest's recent importance: action weights halve every
-    # slot_half_life_s (counted back from the newest action), so the interest the user is
-    # browsing now fills most of the list and the others keep at least one slot each. Tuned on
-    # simulated sessions with actions about a minute apart (docs/recommender_eval.md); half_life_s
-    # (hours) still decides how much each item counts within its interest.
-    slot_half_life_s: float = 120.0
+    # Nearest products to each interest's centre that are scored.
+    candidates_per_interest: int = 50
+    # Each interest's share of the list follows its recent importance: action weights halve
+    # every share_half_life_s (counted back from the newest action), so the interest the user
+    # is browsing now leads. Tuned on simulated sessions with actions about a minute apart
+    # (docs/recommender_eval.md); half_life_s (hours) still decides how much each item counts
+    # within its interest.
+    share_half_life_s: float = 120.0
+    # Kernel width (in cosine) of an interest's density over its items (Interest.density).
+    kernel_width: float = 0.05
 
 
 def user_interests(store: ProductStore, profile: UserProfile, now: float,
@@ -45,31 +47,45 @@ def user_interests(store: ProductStore, profile: UserProfile, now: float,
                              policy.max_interests, policy.interest_min_similarity)
 
 
+def interest_shares(interests: list[Interest], profile: UserProfile, half_life_s: float) -> np.ndarray:
+    """Each interest's recent importance as a share of the total (equal shares if all decayed)."""
+    importance = np.array(recent_importance(interests, profile.actions, half_life_s))
+    return importance / importance.sum() if importance.sum() > 0 else np.full(len(interests), 1 / len(interests))
+
+
 def recommend(store: ProductStore, profile: UserProfile, interests: list[Interest],
               policy: RecommendationPolicy, product_filter: ProductFilter = ProductFilter()) -> list[Hit]:
-    """Each interest fills its share of the k slots (by recent importance) with the nearest
-    products to its centre, re-ranked by MMR; then the lists are interleaved."""
+    """Score fusion across interests, re-ranked by MMR.
+
+    The nearest products to each interest's centre are pooled. Each interest spreads its
+    recent share over the pool in proportion to its density (how close a product lies to
+    the interest's items), and a product's score is the sum over interests: the chance,
+    under the model, that it is what the user acts on next. An interest browsed a while ago
+    keeps a place only when its best products outscore the current interest's later ones.
+    """
     if not interests:
         return []
     excluded = profile.purchased | (profile.seen() if policy.exclude_seen else set())
     query_filter = replace(product_filter, exclude_ids=product_filter.exclude_ids | excluded)
-    importance = recent_importance(interests, profile.actions, policy.slot_half_life_s)
-    slots = allocate_slots(importance, policy.k)
     candidate_lists = store.search(np.stack([interest.centre for interest in interests]),
-                                   limit=max(slots) * policy.candidates_per_slot + policy.k,
-                                   product_filter=query_filter, with_vectors=True)
-    picked: list[list[Hit]] = []
-    taken: set[str] = set()
-    for candidates, quota in zip(candidate_lists, slots):
-        fresh = [hit for hit in candidates if hit.product.product_id not in taken]
-        if not fresh:
-            picked.append([])
-            continue
-        order = mmr(np.array([hit.score for hit in fresh]), np.stack([hit.vector for hit in fresh]),
-                    quota, 1.0 - policy.diversity)
-        picked.append([fresh[index] for index in order])
-        taken.update(fresh[index].product.product_id for index in order)
-    # Round-robin from the interest browsed most recently: each leads with its closest match.
-    by_recency = [picked[index] for index in sorted(range(len(picked)), key=lambda index: -importance[index])]
-    interleaved = [hits[rank] for rank in range(max(map(len, picked))) for hits in by_recency if rank < len(hits)]
-    return interleaved[:policy.k]
+                                   limit=policy.candidates_per_interest, product_filter=query_filter,
+                                   with_vectors=True)
+    pool: dict[str, Hit] = {}
+    for hit in (hit for hits in candidate_lists for hit in hits):  # a product found twice keeps its best score
+        if hit.product.product_id not in pool or hit.score > pool[hit.product.product_id].score:
+            pool[hit.product.product_id] = hit
+    if not pool:
+        return []
+    hits = list(pool.values())
+    vectors = np.stack([hit.vector for hit in hits])
+    score = np.zeros(len(hits))
+    for interest, share in zip(interests, interest_shares(interests, profile, policy.share_half_life_s)):
+        density = interest.density(vectors, policy.kernel_width)
+        if density.sum() > 0:  # else nothing lies near this interest's items at all
+            score += share * density / density.sum()
+    # MMR weighs relevance against cosine redundancy, so relevance goes back to cosine units:
+    # for a single item, width * log(density) is its cosine - 1.
+    tiny = np.finfo(float).tiny
+    relevance = 1.0 + policy.kernel_width * np.log(np.maximum(score / max(score.max(), tiny), tiny))
+    order = mmr(relevance, vectors, policy.k, 1.0 - policy.diversity)
+    return [hits[index] for index in order]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from recommender.interests import (ActionRecord, Interest, UserProfile, allocate_slots, cluster_interests,
-                                  item_weights, recent_importance)
+from recommender.interests import (ActionRecord, Interest, UserProfile, cluster_interests, item_weights,
+                                  recent_importance)
 from recommender.ranking import mmr
 
 
@@ -68,7 +68,8 @@ def test_an_interests_centre_is_the_weighted_mean_direction_of_its_members():
 
 def test_recent_importance_favours_the_interest_browsed_last_whatever_the_clock():
     def interest(*members):
-        return Interest(unit(1, 0), 1.0, members[0], members, unit(1, 0))
+        return Interest(unit(1, 0), 1.0, members[0], members, unit(1, 0), np.stack([unit(1, 0)] * len(members)),
+                        np.ones(len(members)))
 
     shoes, bags = interest("s1", "s2", "s3"), interest("b1")
     actions = (ActionRecord("s1", "view", 0.0), ActionRecord("s2", "view", 60.0), ActionRecord("s3", "view", 120.0),
@@ -90,13 +91,18 @@ def test_clusters_merge_down_to_the_interest_limit():
     assert len(interests) == 2 and sorted(len(i.member_ids) for i in interests) in ([1, 3], [2, 2])
 
 
-@pytest.mark.parametrize("weights, k, expected", [
-    ([1.0], 10, [10]), ([3.0, 1.0], 10, [8, 2]), ([0.0, 0.0], 10, [5, 5]), ([1.0, 1.0, 1.0], 10, [4, 3, 3]), ([100.0, 1.0, 1.0], 5, [3, 1, 1]),
-])
-def test_slots_follow_weights_and_every_interest_gets_one(weights, k, expected):
-    slots = allocate_slots(weights, k)
-    assert sum(slots) == k and min(slots) >= 1
-    assert sorted(slots, reverse=True) == sorted(expected, reverse=True)
+def test_density_is_highest_next_to_the_interests_items_and_follows_their_weights():
+    vectors = np.stack([unit(1, 0, 0), unit(0, 1, 0)])
+    interests = cluster_interests(["a", "b"], vectors, np.array([3.0, 1.0]), max_interests=1, min_similarity=0.9)
+    assert len(interests) == 1
+    candidates = np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(1, 1, 0), unit(0, 0, 1)])
+    density = interests[0].density(candidates, width=0.05)
+    # On a member: its weight's share (the other member is 90 degrees away, exp(-20) = 0).
+    np.testing.assert_allclose(density[:2], [0.75, 0.25], atol=1e-6)
+    # Between the two members, far from both at this width; orthogonal to both, nothing.
+    assert density[2] < 0.02 * density[1] and density[3] < 1e-8
+    # A wider kernel counts the in-between product as near.
+    assert interests[0].density(candidates, width=1.0)[2] > 0.5
 
 
 def test_mmr_trades_relevance_for_diversity():
