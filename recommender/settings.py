@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     action_batch_wait_s: float = Field(0.005, gt=0, description="Longest wait to fill a batch of actions "
                                        "(adds at most this to an action's latency)")
     max_interests: int = Field(3, ge=1, description="Interest clusters per user")
+    interest_share_half_life_s: float = Field(120.0, gt=0, description="Each interest's share of the list follows "
+                                              "its actions' weights halved every this long before the newest action")
+    interest_kernel_width: float = Field(0.05, gt=0, description="How near (in cosine) a product must lie to a user's "
+                                         "items to score as next to them")
+    recommend_diversity: float = Field(0.15, ge=0, le=1, description="MMR weight of diversity in the list (0 = rank "
+                                       "by score only)")
 
     # Catalog intelligence (defaults calibrated by models/intel_report.py; see BENCHMARKS.md)
     category_mismatch_confidence: float = Field(0.7, ge=0, le=1, description="Flag a declared category only when "

@@ -84,7 +84,9 @@ class Services:
     def __post_init__(self):
         s = self.settings
         self.policy = RecommendationPolicy(k=s.recommend_k, half_life_s=s.interest_half_life_s,
-                                           max_interests=s.max_interests)
+                                           max_interests=s.max_interests, diversity=s.recommend_diversity,
+                                           share_half_life_s=s.interest_share_half_life_s,
+                                           kernel_width=s.interest_kernel_width)
         self.spec = resolve_spec(s.embedder)
         self._embedders: dict[str, ImageEmbedder] = {}
         self._stores: dict[str, ProductStore] = {}
