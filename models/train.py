@@ -3,16 +3,16 @@
     python -m models.train --minutes 14 --out artifacts/fmnist_cnn.pt
 
 The network is three conv stages (28 -> 14 -> 7 px, conv-BN-ReLU twice per stage, max pooling
-between), global average pooling and a linear embedding layer. Training optimizes two losses:
+between), global average pooling and a linear embedding layer. Training optimizes the
+cross-entropy (label smoothing 0.1) of a linear classification head on the embedding.
 
-* cross-entropy of a linear classification head on the embedding: a strong, fast signal that
-  separates the ten categories;
-* Proxy-Anchor (Kim et al., CVPR 2020) on the L2-normalized embedding. Retrieval (R@1, P@10,
-  mAP@R) needs every class to form one tight cluster in cosine space, which cross-entropy alone
-  does not ask for. Proxy-Anchor pulls all of a class's images towards one learned proxy and
-  weighs the hardest negatives most, at O(batch x classes) cost, with no pair mining and no second
-  augmented view per image (supervised contrastive needs both views, i.e. twice the CPU per
-  step, and large batches). It converges within a few epochs, which fits a 15 minute CPU budget.
+``--proxy-anchor-weight`` adds Proxy-Anchor (Kim et al., CVPR 2020) on the L2-normalized
+embedding, which pulls all of a class's images towards one learned proxy at O(batch x classes)
+cost. It was the default until a held-out comparison (7 CPU minutes, 50,000 training images,
+measured on the other 10,000; BENCHMARKS.md): with the embedding layer read out, cross-entropy
+alone gave R@1 0.907 and P@10 0.906, cross-entropy + Proxy-Anchor (weight 1) 0.887 and 0.880, and
+the head was right on 0.927 vs 0.915 of the held-out images. Its loss (about 10 against the cross-entropy's 0.8 in those runs) likely
+crowds out the classification signal; smaller weights were not measured.
 
 Augmentation is mild by default (mirroring, shifts of up to ~1.5 px); ``--augment crop`` shifts by
 whole pixels (up to 2; no resampling blur), ``shopper`` makes images look more like shoppers'
@@ -68,7 +68,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     proxy_learning_rate: float = 3e-2  # proxies move faster, as in the Proxy-Anchor paper
     weight_decay: float = 5e-4
-    proxy_anchor_weight: float = 1.0
+    proxy_anchor_weight: float = 0.0  # 0: cross-entropy only, better on held-out images than 1 (module docstring)
     label_smoothing: float = 0.1
     seed: int = 0
     train_limit: int | None = None    # use only the first N training images (quick experiments, tests)
@@ -112,10 +112,10 @@ class EmbeddingCNN(nn.Module):
 class PooledFeatures(nn.Module):
     """Read-out of a trained EmbeddingCNN's pooled features instead of its embedding layer.
 
-    The losses act on the embedding layer's output, but on held-out training images the features
-    one layer below retrieved better (R@1 0.898 vs 0.887; see BENCHMARKS.md): the linear layer,
-    pulled towards ten class proxies, discards some of the within-class similarity that nearest
-    neighbours rely on."""
+    The loss acts on the embedding layer's output, but on held-out training images the features one
+    layer below had the better R@1 in all four comparisons (BENCHMARKS.md; e.g. 0.910 vs 0.907 with
+    cross-entropy alone, 0.898 vs 0.887 with Proxy-Anchor) and about the same P@10 (0.904 vs 0.906,
+    0.880 vs 0.880)."""
 
     def __init__(self, model: EmbeddingCNN):
         super().__init__()
