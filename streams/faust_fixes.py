@@ -42,10 +42,10 @@ partitions, seeks them to the committed offsets and resumes flow again; that las
 (mode's ``FlowControlEvent.resume``) empties every agent's queue. The events fetched and
 queued in between, often the very events re-read from the committed offsets, are thrown
 away unacked while later ones go on, and nothing reads them again. Measured here before
-this fix, with fixes 1 and 2: the broker-restart test lost 17 and 88 events (one partition
-each, the committed offset stuck at the first) in 2 of 6 runs. Here resuming flow keeps
-what is queued, so events are processed in partition order; events processed in that
-window come again after the seek, which at-least-once delivery allows. Queues are still
+this fix, with fixes 1 and 2: the broker-restart test lost events in 5 of 9 runs (3-88, a
+run of offsets on one partition, whose committed offset stuck at the first). Here resuming
+flow keeps what is queued, so events are processed in partition order; events processed in
+that window come again after the seek, which at-least-once delivery allows. Queues are still
 emptied when flow stops at a rebalance (``FlowControlEvent.clear``). Re-reading the
 discarded events instead (a seek before the next fetch) lost nothing either, but answered
 events after a discarded one before it: a purchase re-read after the views that followed it.

@@ -83,16 +83,9 @@ def assert_nothing_lost(report: chaos.Report, users: int) -> None:
     assert report.purchased_items_shown == 0
 
 
-# Known bug, not fixed: faust-streaming 0.12.1 can still commit past events around a restart.
-# streams/faust_fixes.py closed the main path (docs/scale.md), but a clean-clone CI run on
-# f302cd9 lost 111 of 1,000 here (one partition, 0:212-322) and 2 of 600 in the broker
-# restart below, while other runs of the same code lost none. Both tests run every time and
-# show XPASS when nothing is lost; the counts print with -rP.
-RESTART_LOSS = pytest.mark.xfail(strict=False, reason="faust-streaming can commit past unprocessed events "
-                                 "around a restart (timing-dependent; docs/scale.md)")
-
-
-@RESTART_LOSS
+# Both runs below lost events on faust-streaming 0.12.1 alone (up to 433 of 3,000 after a
+# SIGKILL, 116 of 600 after a broker restart), in a timing-dependent way; streams/faust_fixes.py
+# fixes the three causes found (BENCHMARKS.md, "Reliability"). The counts print with -rP.
 def test_a_worker_killed_mid_stream_loses_nothing_and_keeps_its_profiles(broker_url, tmp_path):
     # Sent faster than the worker answers, so the restarted worker finds a backlog to fetch
     # while its table recovers (on the code before 47d7df0, faust-streaming lost about 40% of
@@ -106,7 +99,6 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_keeps_its_profiles(broker_
     assert report.repeated_below_commit == 0
 
 
-@RESTART_LOSS
 def test_a_broker_restart_mid_stream_loses_nothing(tmp_path):
     data_dir, port = tmp_path / "broker", free_port()
     brokers = [start_broker(data_dir, port)]

@@ -36,14 +36,17 @@ from streams import topics
 from streams.client import TopicReader, produce, profile_owners
 
 ON_APACHE_KAFKA = os.environ.get("VR_TEST_BROKER") == "testcontainers"
-# On the local broker, runs before the fix in streams/faust_fixes.py lost 1-50 of the 360
-# events at the handover, runs with it 0-14 (docs/scale.md): not yet reliable, so there it
-# runs only when asked: VR_TEST_SCALE_LOCAL=1.
+# On the local broker, runs before the fixes in streams/faust_fixes.py lost 1-50 of the 360
+# events at the handover; every run since lost none (docs/scale.md). It still runs there only
+# when asked (VR_TEST_SCALE_LOCAL=1): in 1 of 4 runs on d0caf0d the broker's group never
+# settles after the worker leaves (a commit during the rebalance is refused and the survivor
+# rejoins forever, a limitation of the local broker described in docs/scale.md).
 # Timeouts are generous because the host is shared: at load averages of 15-35 on 2 cores
 # one run took 9-11 minutes, past pytest's default limit here (600 s).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800), pytest.mark.skipif(
     not ON_APACHE_KAFKA and os.environ.get("VR_TEST_SCALE_LOCAL") != "1",
-    reason="loses events on the local broker (docs/scale.md); VR_TEST_SCALE_LOCAL=1 runs it")]
+    reason="the local broker's group may never settle after a member leaves (docs/scale.md); "
+           "VR_TEST_SCALE_LOCAL=1 runs it")]
 PARTITIONS = 4
 CATALOG_SIZE = 60
 USERS = 40
