@@ -26,7 +26,7 @@ over, the loop sets the read offset to that message's offset, overwriting the se
 events re-read from the committed offset then fall below it and are dropped: never
 processed, never acked, so that partition's commits also stop there. Measured here before
 this fix: a restart after SIGKILL lost 111 of 1,000 events, all of one partition, offsets
-212-322 (committed offset 212); the restarted worker's log showed 1,382-2,764 such drops per
+212-322 (committed offset 212); the restarted worker's log showed 786-1,382 such drops per
 run (``DEVLOG=1``: "DROPPED MESSAGE").
 
 Here aiokafka's fetcher, in the consumer thread, counts the seeks of each partition and
