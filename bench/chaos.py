@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,9 +184,9 @@ def input_offsets(settings: Settings, event_ids: set[str]) -> dict[str, tuple[in
             if (event_id := json.loads(record.value)["event_id"]) in event_ids}
 
 
-def input_ranges(settings: Settings, event_ids: set[str]) -> list[str]:
-    """Where the events with these ids sit on shopper.actions: "partition:first-last" per run of offsets."""
-    offsets = sorted(input_offsets(settings, event_ids).values())
+def offset_ranges(positions: Iterable[tuple[int, int]]) -> list[str]:
+    """(partition, offset) positions as "partition:first-last" per run of consecutive offsets."""
+    offsets = sorted(positions)
     runs: list[list[int]] = []  # [partition, first, last]
     for partition, offset in offsets:
         if runs and runs[-1][0] == partition and runs[-1][2] == offset - 1:
@@ -264,13 +264,15 @@ def run(settings: Settings, log_dir: Path, events: int, users: int, catalog_size
         shown_bought = sum(bool(bought[m["source_event_id"]] & {item["product_id"] for item in m["items"]})
                            for m in outputs.messages if m["source_event_id"] in bought)
         repeated = {event_id for event_id, count in answered.items() if count > 1} & wanted
+        # One read of shopper.actions places both the lost and the repeated events.
+        positions = input_offsets(settings, lost | repeated) if lost or repeated else {}
         repeated_below_commit = None if committed is None else sum(
-            offset < committed.get(partition, 0) for partition, offset in input_offsets(settings, repeated).values())
+            positions[event_id][1] < committed.get(positions[event_id][0], 0) for event_id in repeated)
         outputs.close()
         letters.close()
         return Report(events_in=len(wanted), outputs=len(outputs.messages), dead_letters=len(letters.messages),
                       duplicates=sum(count - 1 for count in answered.values()), lost=len(lost),
-                      lost_at=input_ranges(settings, lost) if lost else [],
+                      lost_at=offset_ranges(positions[event_id] for event_id in lost),
                       uncommitted_at_fault=uncommitted, repeated_below_commit=repeated_below_commit,
                       profiles_checked=len(expected),
                       profiles_wrong=sum(recovered.get(user) != profile for user, profile in expected.items()),

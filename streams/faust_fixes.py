@@ -1,4 +1,4 @@
-"""Two fixes for faust-streaming 0.12.1 losing events around restarts and rebalances.
+"""Three fixes for faust-streaming 0.12.1 losing events around restarts and rebalances.
 
 1. Acks that commit offsets of events no agent processed.
 
