@@ -47,6 +47,11 @@ class Product:
     thumbnail_b64: str | None = field(default=None, repr=False)
     kind: str = "listing"  # or "reference": a brand's genuine photo, kept for copy checks only
     image_hash: str | None = None  # 64-bit perceptual hash, hex
+    # Where this version of the product sits on catalog.vectors (its offset there). Workers
+    # replay that topic (a new worker from the start, a restarted one from its last commit)
+    # while newer versions are already stored; upserts never replace a later revision with an
+    # earlier one. None (written straight from the catalog, as a model switch does) always applies.
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,10 @@ class ProductFilter:
         if self.exclude_ids:
             must_not.append(qm.HasIdCondition(has_id=[point_id(pid) for pid in sorted(self.exclude_ids)]))
         return qm.Filter(must=must or None, must_not=must_not or None) if (must or must_not) else None
+
+
+def _older(revision: int | None, stored_revision: int | None) -> bool:
+    return revision is not None and stored_revision is not None and revision < stored_revision
 
 
 def _product(payload: dict) -> Product:
@@ -195,17 +204,24 @@ class ProductStore:
 
     # products -------------------------------------------------------------------------------
     def upsert_products(self, products: Sequence[Product], image_vectors: np.ndarray,
-                        text_vectors: Sequence[np.ndarray | None] | None = None) -> None:
+                        text_vectors: Sequence[np.ndarray | None] | None = None) -> list[int]:
+        """Insert or replace products, except where the store holds a later revision of one.
+        Returns the positions (in ``products``) of those written."""
+        stored = {product_id: product.revision for product_id, (product, _) in
+                  self.get_products(product.product_id for product in products if product.revision is not None).items()}
+        rows = [row for row, product in enumerate(products) if not _older(product.revision, stored.get(product.product_id))]
         points = []
-        for row, product in enumerate(products):
+        for row in rows:
+            product = products[row]
             vectors = {IMAGE: image_vectors[row].tolist()}
             if text_vectors is not None and text_vectors[row] is not None:
                 vectors[TEXT] = text_vectors[row].tolist()
             points.append(qm.PointStruct(id=point_id(product.product_id), vector=vectors, payload=asdict(product)))
         if points:
             self.client.upsert(self.collection, points=points)
-        for row, product in enumerate(products):
-            self.vector_cache.put(product.product_id, np.asarray(image_vectors[row], dtype=np.float32))
+        for row in rows:
+            self.vector_cache.put(products[row].product_id, np.asarray(image_vectors[row], dtype=np.float32))
+        return rows
 
     def get_products(self, product_ids: Iterable[str], with_vectors: bool = False
                      ) -> dict[str, tuple[Product, np.ndarray | None]]:

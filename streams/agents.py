@@ -145,9 +145,10 @@ async def ingest_catalog(stream):
 
 
 async def index_vectors(events: list[EventT]) -> None:
-    indexed = [item for item, _ in await parse_batch(events, IndexedProduct, "index_catalog")]
+    parsed = await parse_batch(events, IndexedProduct, "index_catalog")
+    indexed, revisions = [item for item, _ in parsed], [event.message.offset for _, event in parsed]
     with metrics.STAGE_SECONDS.labels("index_catalog.store").time():
-        result = await in_store_thread(handlers.index_products, services, indexed)
+        result = await in_store_thread(handlers.index_products, services, indexed, revisions)
     metrics.EVENTS.labels("index_catalog", "ok").inc(len(indexed))
     for similar in result.similar:
         await emit(similar_items_topic, similar.product_id, similar, "index_catalog")
@@ -327,12 +328,13 @@ class TopicSnapshotReader:
     async def mark_end(self) -> None:
         self._ends = await self._consumer.end_offsets(self._partitions)
 
-    async def read(self, model: type[BaseModel], max_records: int) -> list:
+    async def read(self, model: type[BaseModel], max_records: int) -> list[tuple[BaseModel, int]]:
+        """The next readable messages, each with its offset."""
         batches = await self._consumer.getmany(timeout_ms=500, max_records=max_records)
         items = []
         for record in (record for records in batches.values() for record in records):
             try:
-                items.append(model.model_validate_json(record.value))
+                items.append((model.model_validate_json(record.value), record.offset))
             except ValidationError as error:
                 log.warning("skipping unreadable %s message at offset %s: %s", self.topic, record.offset, error)
         if not batches:
@@ -349,14 +351,14 @@ class TopicSnapshotReader:
 
 async def follow_compacted(spec: topics.TopicSpec, model: type[BaseModel],
                            apply: Callable[[list], Awaitable[None]], caught_up: asyncio.Event | None = None) -> None:
-    """Apply every message of a compacted topic, all partitions, from the start, for ever."""
+    """Apply every message of a compacted topic (with its offset), all partitions, from the start, for ever."""
     reader = TopicSnapshotReader(spec)
     await reader.start()
     try:
         while True:
-            items = await reader.read(model, 1000)
-            if items:
-                await apply(items)
+            read = await reader.read(model, 1000)
+            if read:
+                await apply(read)
             if caught_up is not None and not caught_up.is_set() and await reader.caught_up():
                 log.info("caught up with %s", reader.topic)
                 caught_up.set()
@@ -372,8 +374,9 @@ async def materialize_catalog() -> None:
         catalog_loaded.set()
         return
 
-    async def upsert(items: list[IndexedProduct]) -> None:
-        await in_thread(store_thread, handlers.materialize, services, items)
+    async def upsert(read: list[tuple[IndexedProduct, int]]) -> None:
+        items, offsets = zip(*read)
+        await in_thread(store_thread, handlers.materialize, services, list(items), list(offsets))
 
     loaded = asyncio.Event()
     follower = asyncio.create_task(follow_compacted(topics.CATALOG_VECTORS, IndexedProduct, upsert, loaded))
@@ -385,8 +388,8 @@ async def materialize_catalog() -> None:
 
 @app.task
 async def follow_popularity() -> None:
-    async def update(scores: list[PopularityScore]) -> None:
-        items = [PopularItem(s.product_id, s.category, s.score, s.window_end) for s in scores]
+    async def update(read: list[tuple[PopularityScore, int]]) -> None:
+        items = [PopularItem(s.product_id, s.category, s.score, s.window_end) for s, _ in read]
         await in_thread(store_thread, services.popularity.update, items)
 
     await follow_compacted(topics.POPULARITY, PopularityScore, update)
@@ -426,7 +429,7 @@ async def reindex_and_switch(spec: EmbedderSpec) -> None:
     try:
         switched = False
         while True:
-            listings = await reader.read(ProductListed, settings.ingest_batch_size)
+            listings = [listing for listing, _ in await reader.read(ProductListed, settings.ingest_batch_size)]
             if listings:
                 indexed, _ = await in_thread(reindex_thread, handlers.embed_listings, services, listings, spec)
                 await in_thread(store_thread, handlers.materialize, services, indexed)

@@ -4,6 +4,7 @@ Agents parse messages, hand the events to these functions in a worker thread, an
 what comes back. Tests call the same functions directly, like bytewax's in-memory sources
 and sinks: the logic is exercised without a broker and the agents stay thin.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import NamedTuple, TypeVar
@@ -191,24 +192,32 @@ def embed_listings(services: Services, listings: list[L], spec: EmbedderSpec | N
     return indexed, rejected
 
 
-def materialize(services: Services, indexed: list[IndexedProduct]) -> tuple[list[IndexedProduct], np.ndarray]:
+def materialize(services: Services, indexed: list[IndexedProduct], revisions: Sequence[int] | None = None
+                ) -> tuple[list[IndexedProduct], np.ndarray]:
     """Upsert products into the store of the model that embedded them (in service or pending;
-    vectors of other models are skipped). Returns those of the model in service."""
-    by_model: dict[str, list[IndexedProduct]] = {}
-    for item in indexed:
-        by_model.setdefault(item.model, []).append(item)
+    vectors of other models are skipped). Returns those written to the store of the model in
+    service, with their vectors.
+
+    ``revisions`` are the items' offsets on ``catalog.vectors`` when they were read from it:
+    a product already stored from a later offset is not rolled back (see ``Product.revision``).
+    """
+    by_model: dict[str, list[tuple[IndexedProduct, int | None]]] = {}
+    for item, revision in zip(indexed, revisions or [None] * len(indexed)):
+        by_model.setdefault(item.model, []).append((item, revision))
     current, current_vectors = [], np.zeros((0, 0), np.float32)
-    for model, items in by_model.items():
+    for model, pairs in by_model.items():
         store = services.store_to_fill(model)
         if store is None:
             continue
+        items = [item for item, _ in pairs]
         vectors = np.stack([item.vector() for item in items])
-        store.upsert_products([Product(product_id=i.product_id, title=i.title, price=i.price, category=i.category,
-                                       in_stock=i.in_stock, seller_id=i.seller_id, thumbnail_b64=i.thumbnail_b64,
-                                       kind=i.kind, image_hash=i.image_hash)
-                               for i in items], vectors, [item.text_vector() for item in items])
+        written = store.upsert_products(
+            [Product(product_id=i.product_id, title=i.title, price=i.price, category=i.category, in_stock=i.in_stock,
+                     seller_id=i.seller_id, thumbnail_b64=i.thumbnail_b64, kind=i.kind, image_hash=i.image_hash,
+                     revision=revision) for i, revision in pairs],
+            vectors, [item.text_vector() for item in items])
         if store is services.store:
-            current, current_vectors = items, vectors
+            current, current_vectors = [items[row] for row in written], vectors[written]
     return current, current_vectors
 
 
@@ -219,10 +228,11 @@ class IndexResult:
     flags: list[CatalogFlag] = field(default_factory=list)
 
 
-def index_products(services: Services, indexed: list[IndexedProduct]) -> IndexResult:
+def index_products(services: Services, indexed: list[IndexedProduct], revisions: Sequence[int] | None = None
+                   ) -> IndexResult:
     """Store the products; for new listings, similar items (theirs and their new neighbours'),
     a predicted category, and flags for category mismatches and copied images."""
-    stored, vectors = materialize(services, indexed)
+    stored, vectors = materialize(services, indexed, revisions)
     is_listing = [item.kind == "listing" for item in stored]
     listings = [item for item, keep in zip(stored, is_listing) if keep]
     if not listings:

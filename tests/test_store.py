@@ -2,6 +2,7 @@
 server when ``VR_TEST_QDRANT_URL`` names one (docker-compose brings one up); each with and
 without the vector cache (a capacity of 4 makes it evict within one test)."""
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -81,6 +82,25 @@ def test_a_new_image_for_a_product_replaces_its_vector_everywhere(store):
     hits = {hit.product.product_id: hit.vector for hit in store.search(vectors[9], limit=2, with_vectors=True)[0]}
     assert set(hits) == {"p0", "p9"}
     np.testing.assert_allclose(hits["p0"], vectors[9], atol=1e-5)
+
+
+def test_a_replayed_earlier_revision_does_not_roll_a_product_back(store):
+    products, vectors = catalog(np.random.default_rng(5))
+    store.upsert_products([replace(products[0], revision=7)], vectors[:1])
+    sold_out = replace(products[0], in_stock=False, revision=9)
+    assert store.upsert_products([sold_out, replace(products[1], revision=8)], vectors[[9, 1]]) == [0, 1]
+    # A worker replaying catalog.vectors meets the first listing (offset 7) again.
+    assert store.upsert_products([replace(products[0], revision=7), replace(products[2], revision=3)],
+                                 vectors[[0, 2]]) == [1]
+    stored, vector = store.get_products(["p0"], with_vectors=True)["p0"]
+    assert (stored.in_stock, stored.revision) == (False, 9)
+    np.testing.assert_allclose(vector, vectors[9], atol=1e-5)
+    assert "p0" not in {hit.product.product_id for hit in store.search(vectors[0], limit=10)[0]}
+    # The same revision again is the same record (re-read after a restart): it applies.
+    assert store.upsert_products([sold_out], vectors[9:10]) == [0]
+    # Unversioned writes (straight from the catalog, as a model switch does) always apply.
+    assert store.upsert_products([products[0]], vectors[:1]) == [0]
+    assert store.get_products(["p0"])["p0"][0].in_stock
 
 
 def test_unknown_ids_are_absent_not_errors(store):
