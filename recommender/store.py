@@ -47,10 +47,10 @@ class Product:
     thumbnail_b64: str | None = field(default=None, repr=False)
     kind: str = "listing"  # or "reference": a brand's genuine photo, kept for copy checks only
     image_hash: str | None = None  # 64-bit perceptual hash, hex
-    # Where this version of the product sits on catalog.vectors (its offset there). Workers
-    # replay that topic (a new worker from the start, a restarted one from its last commit)
-    # while newer versions are already stored; upserts never replace a later revision with an
-    # earlier one. None (written straight from the catalog, as a model switch does) always applies.
+    # The offset of the listing event this version comes from, on its input topic. Workers
+    # replay history (catalog.vectors from the start when a store is rebuilt, the catalog when
+    # a new consumer group re-embeds it) while later listings are already stored, so an upsert
+    # never replaces a later revision with an earlier one. None always applies.
     revision: int | None = None
 
 
@@ -207,9 +207,10 @@ class ProductStore:
                         text_vectors: Sequence[np.ndarray | None] | None = None) -> list[int]:
         """Insert or replace products, except where the store holds a later revision of one.
         Returns the positions (in ``products``) of those written."""
-        stored = {product_id: product.revision for product_id, (product, _) in
-                  self.get_products(product.product_id for product in products if product.revision is not None).items()}
-        rows = [row for row, product in enumerate(products) if not _older(product.revision, stored.get(product.product_id))]
+        versioned = [product.product_id for product in products if product.revision is not None]
+        stored = {product_id: product.revision for product_id, (product, _) in self.get_products(versioned).items()}
+        rows = [row for row, product in enumerate(products)
+                if not _older(product.revision, stored.get(product.product_id))]
         points = []
         for row in rows:
             product = products[row]

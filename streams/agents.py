@@ -99,12 +99,15 @@ async def parse_batch(events: list[EventT], model, agent: str):
     return parsed
 
 
-async def embed_batch(events: list[EventT], model, embed, agent: str):
-    """Parse a batch of image events and embed them in the CNN thread; bad ones go to dead letters."""
+async def embed_batch(events: list[EventT], model, embed, agent: str, with_offsets: bool = False):
+    """Parse a batch of image events and embed them in the CNN thread; bad ones go to dead letters.
+    ``with_offsets`` also hands ``embed`` the events' offsets (listings keep them as revisions)."""
     parsed = await parse_batch(events, model, agent)
     source = {id(item): event for item, event in parsed}
+    items = [item for item, _ in parsed]
+    offsets = ([event.message.offset for _, event in parsed],) if with_offsets else ()
     with metrics.STAGE_SECONDS.labels(f"{agent}.embed").time():
-        embedded, rejected = await in_thread(cnn_thread, embed, services, [item for item, _ in parsed])
+        embedded, rejected = await in_thread(cnn_thread, embed, services, items, *offsets)
     for item, reason in rejected:
         await dead_letter(source[id(item)], reason, agent, "BadImage")
     metrics.EVENTS.labels(agent, "ok").inc(len(embedded))
@@ -133,7 +136,8 @@ async def process_or_dead_letter(events: list[EventT], agent: str,
 
 
 async def ingest_listings(events: list[EventT]) -> None:
-    for indexed in await embed_batch(events, ProductListed, handlers.embed_listings, "ingest_catalog"):
+    for indexed in await embed_batch(events, ProductListed, handlers.embed_listings, "ingest_catalog",
+                                     with_offsets=True):
         await emit(catalog_vectors_topic, indexed.product_id, indexed, "ingest_catalog")
 
 
@@ -145,10 +149,9 @@ async def ingest_catalog(stream):
 
 
 async def index_vectors(events: list[EventT]) -> None:
-    parsed = await parse_batch(events, IndexedProduct, "index_catalog")
-    indexed, revisions = [item for item, _ in parsed], [event.message.offset for _, event in parsed]
+    indexed = [item for item, _ in await parse_batch(events, IndexedProduct, "index_catalog")]
     with metrics.STAGE_SECONDS.labels("index_catalog.store").time():
-        result = await in_store_thread(handlers.index_products, services, indexed, revisions)
+        result = await in_store_thread(handlers.index_products, services, indexed)
     metrics.EVENTS.labels("index_catalog", "ok").inc(len(indexed))
     for similar in result.similar:
         await emit(similar_items_topic, similar.product_id, similar, "index_catalog")
@@ -159,7 +162,8 @@ async def index_vectors(events: list[EventT]) -> None:
 
 
 async def ingest_reference_images(events: list[EventT]) -> None:
-    for indexed in await embed_batch(events, ReferenceImage, handlers.embed_listings, "ingest_references"):
+    for indexed in await embed_batch(events, ReferenceImage, handlers.embed_listings, "ingest_references",
+                                     with_offsets=True):
         await emit(catalog_vectors_topic, indexed.product_id, indexed, "ingest_references")
 
 
@@ -375,8 +379,7 @@ async def materialize_catalog() -> None:
         return
 
     async def upsert(read: list[tuple[IndexedProduct, int]]) -> None:
-        items, offsets = zip(*read)
-        await in_thread(store_thread, handlers.materialize, services, list(items), list(offsets))
+        await in_thread(store_thread, handlers.materialize, services, [item for item, _ in read])
 
     loaded = asyncio.Event()
     follower = asyncio.create_task(follow_compacted(topics.CATALOG_VECTORS, IndexedProduct, upsert, loaded))
@@ -429,9 +432,10 @@ async def reindex_and_switch(spec: EmbedderSpec) -> None:
     try:
         switched = False
         while True:
-            listings = [listing for listing, _ in await reader.read(ProductListed, settings.ingest_batch_size)]
-            if listings:
-                indexed, _ = await in_thread(reindex_thread, handlers.embed_listings, services, listings, spec)
+            read = await reader.read(ProductListed, settings.ingest_batch_size)
+            if read:
+                listings, offsets = zip(*read)
+                indexed, _ = await in_thread(reindex_thread, handlers.embed_listings, services, listings, offsets, spec)
                 await in_thread(store_thread, handlers.materialize, services, indexed)
                 for item in indexed:
                     await emit(catalog_vectors_topic, item.product_id, item, "reindex")

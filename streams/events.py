@@ -90,10 +90,12 @@ class IndexedProduct(BaseModel):
     vector_b64: str = Field(repr=False, description="image embedding, float32 little-endian, base64")
     text_vector_b64: str | None = Field(None, repr=False, description="title embedding, same encoding")
     thumbnail_b64: str | None = Field(None, repr=False, description="small PNG for result pages")
+    revision: int | None = Field(None, description="Offset of the listing event on its topic (catalog, or "
+                                 "catalog.references): a store keeps each product's highest revision")
 
     @classmethod
     def of(cls, listing: "ProductListed | ReferenceImage", vector: np.ndarray, model: str,
-           text_vector: np.ndarray | None, thumbnail_png: bytes, image_hash: int) -> "IndexedProduct":
+           text_vector: np.ndarray | None, thumbnail_png: bytes, image_hash: int, revision: int) -> "IndexedProduct":
         if isinstance(listing, ReferenceImage):  # stored beside listings, never shown to shoppers
             fields = {"product_id": listing.reference_id, "title": f"{listing.brand} {listing.title}",
                       "category": listing.category, "price": 0.0, "in_stock": False,
@@ -102,6 +104,7 @@ class IndexedProduct(BaseModel):
             fields = listing.model_dump(include={"product_id", "title", "category", "price", "in_stock",
                                                  "seller_id"})
         return cls(**fields, source_event_id=listing.event_id, model=model, image_hash=f"{image_hash:016x}",
+                   revision=revision,
                    vector_b64=encode_vector(vector),
                    text_vector_b64=None if text_vector is None else encode_vector(text_vector),
                    thumbnail_b64=base64.b64encode(thumbnail_png).decode())

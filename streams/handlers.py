@@ -174,47 +174,43 @@ def embed_uploads(services: Services, uploads: list[ImageUpload]
         rejected
 
 
-def embed_listings(services: Services, listings: list[L], spec: EmbedderSpec | None = None
-                   ) -> tuple[list[IndexedProduct], list[tuple[L, str]]]:
+def embed_listings(services: Services, listings: list[L], revisions: Sequence[int],
+                   spec: EmbedderSpec | None = None) -> tuple[list[IndexedProduct], list[tuple[L, str]]]:
     """Listings (or brand reference images) with image and title embeddings, a perceptual
     hash and a thumbnail; rejected ones with the reason.
 
+    ``revisions`` are the listings' offsets on their topic (see ``Product.revision``).
     ``spec`` picks a model other than the one in service (re-indexing for a model switch).
     """
+    revision_of = {id(listing): revision for listing, revision in zip(listings, revisions, strict=True)}
     usable, images, rejected = decode_images(services, listings)
     embedder = services.embedder_for(spec or services.spec)
     vectors = embedder.embed(images)
     text = services.text_embedder
     text_vectors = text.embed([listing.title for listing in usable]) if text else [None] * len(usable)
     indexed = [IndexedProduct.of(listing, vector, embedder.name, text_vector, thumbnail_png(image),
-                                 perceptual_hash(image))
+                                 perceptual_hash(image), revision_of[id(listing)])
                for listing, image, vector, text_vector in zip(usable, images, vectors, text_vectors)]
     return indexed, rejected
 
 
-def materialize(services: Services, indexed: list[IndexedProduct], revisions: Sequence[int] | None = None
-                ) -> tuple[list[IndexedProduct], np.ndarray]:
+def materialize(services: Services, indexed: list[IndexedProduct]) -> tuple[list[IndexedProduct], np.ndarray]:
     """Upsert products into the store of the model that embedded them (in service or pending;
     vectors of other models are skipped). Returns those written to the store of the model in
-    service, with their vectors.
-
-    ``revisions`` are the items' offsets on ``catalog.vectors`` when they were read from it:
-    a product already stored from a later offset is not rolled back (see ``Product.revision``).
-    """
-    by_model: dict[str, list[tuple[IndexedProduct, int | None]]] = {}
-    for item, revision in zip(indexed, revisions or [None] * len(indexed)):
-        by_model.setdefault(item.model, []).append((item, revision))
+    service (not those older than the stored revision), with their vectors."""
+    by_model: dict[str, list[IndexedProduct]] = {}
+    for item in indexed:
+        by_model.setdefault(item.model, []).append(item)
     current, current_vectors = [], np.zeros((0, 0), np.float32)
-    for model, pairs in by_model.items():
+    for model, items in by_model.items():
         store = services.store_to_fill(model)
         if store is None:
             continue
-        items = [item for item, _ in pairs]
         vectors = np.stack([item.vector() for item in items])
         written = store.upsert_products(
             [Product(product_id=i.product_id, title=i.title, price=i.price, category=i.category, in_stock=i.in_stock,
                      seller_id=i.seller_id, thumbnail_b64=i.thumbnail_b64, kind=i.kind, image_hash=i.image_hash,
-                     revision=revision) for i, revision in pairs],
+                     revision=i.revision) for i in items],
             vectors, [item.text_vector() for item in items])
         if store is services.store:
             current, current_vectors = [items[row] for row in written], vectors[written]
@@ -228,11 +224,10 @@ class IndexResult:
     flags: list[CatalogFlag] = field(default_factory=list)
 
 
-def index_products(services: Services, indexed: list[IndexedProduct], revisions: Sequence[int] | None = None
-                   ) -> IndexResult:
+def index_products(services: Services, indexed: list[IndexedProduct]) -> IndexResult:
     """Store the products; for new listings, similar items (theirs and their new neighbours'),
     a predicted category, and flags for category mismatches and copied images."""
-    stored, vectors = materialize(services, indexed, revisions)
+    stored, vectors = materialize(services, indexed)
     is_listing = [item.kind == "listing" for item in stored]
     listings = [item for item, keep in zip(stored, is_listing) if keep]
     if not listings:

@@ -89,7 +89,7 @@ def test_a_replayed_earlier_revision_does_not_roll_a_product_back(store):
     store.upsert_products([replace(products[0], revision=7)], vectors[:1])
     sold_out = replace(products[0], in_stock=False, revision=9)
     assert store.upsert_products([sold_out, replace(products[1], revision=8)], vectors[[9, 1]]) == [0, 1]
-    # A worker replaying catalog.vectors meets the first listing (offset 7) again.
+    # A worker replaying history meets the first listing (revision 7) again.
     assert store.upsert_products([replace(products[0], revision=7), replace(products[2], revision=3)],
                                  vectors[[0, 2]]) == [1]
     stored, vector = store.get_products(["p0"], with_vectors=True)["p0"]
@@ -98,7 +98,7 @@ def test_a_replayed_earlier_revision_does_not_roll_a_product_back(store):
     assert "p0" not in {hit.product.product_id for hit in store.search(vectors[0], limit=10)[0]}
     # The same revision again is the same record (re-read after a restart): it applies.
     assert store.upsert_products([sold_out], vectors[9:10]) == [0]
-    # Unversioned writes (straight from the catalog, as a model switch does) always apply.
+    # A product without a revision (a record from before revisions existed) always applies.
     assert store.upsert_products([products[0]], vectors[:1]) == [0]
     assert store.get_products(["p0"])["p0"][0].in_stock
 
