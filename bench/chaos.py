@@ -7,8 +7,10 @@ broker-outage  the broker is stopped with SIGTERM mid-stream, then started again
 
 Each prints events in, outputs (recs.user-recommendations), dead letters, duplicates (an
 event answered more than once) and lost (an event never answered), and checks that the
-user profiles on the changelog equal the profiles the events should have built. The
-pytest versions (tests/test_reliability.py) run the same code at a small size.
+user profiles on the changelog equal the profiles the events should have built. Then a
+clean worker (a new consumer group, no fault) processes the same topics from the start,
+and every product and user point of the two workers' stores is compared. The pytest
+versions (tests/test_reliability.py) run the same code at a small size.
 """
 import argparse
 import json
@@ -20,18 +22,21 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
+import numpy as np
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import MemberToRemove
 from kafka.consumer.fetcher import ConsumerRecord
 
 from infra.local_broker import free_port, start_broker, stop_broker
 from infra.local_stack import Worker, isolated_settings
+from models.embedders import resolve_spec
 from recommender.demo_data import DemoProduct, demo_catalog, shopping_session
 from recommender.interests import UserProfile
 from recommender.settings import Settings
+from recommender.store import ProductStore
 from streams import topics
 from streams.client import TopicReader, produce
 
@@ -54,6 +59,8 @@ class Report:
     profiles_wrong: int
     purchased_items_shown: int  # outputs recommending an item the user had bought before that event
     seconds: float
+    store_points_compared: int  # products and users in the store, against a clean run's store
+    store_points_different: list[str]  # those that differ (must be none)
 
     def lines(self) -> list[str]:
         return [f"{name.replace('_', ' '):22} {round(value, 1) if isinstance(value, float) else value}"
@@ -196,6 +203,70 @@ def offset_ranges(positions: Iterable[tuple[int, int]]) -> list[str]:
     return [f"{partition}:{first}" + (f"-{last}" if last > first else "") for partition, first, last in runs]
 
 
+def wait_until_committed(settings: Settings, timeout_s: float = 300) -> None:
+    """Until the worker's group has committed every action on shopper.actions. An action is
+    answered before it is committed, and a worker that re-reads events after a restart writes
+    its users' older states again meanwhile: only then is its store final."""
+    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap_servers(settings), group_id=None,
+                             **topics.security_options(settings))
+    try:
+        name = topics.topic_name(topics.ACTIONS, settings)
+        ends = {tp.partition: offset for tp, offset in consumer.end_offsets(
+            [TopicPartition(name, p) for p in consumer.partitions_for_topic(name)]).items()}
+    finally:
+        consumer.close()
+    deadline = time.monotonic() + timeout_s
+    while (committed := committed_offsets(settings, topics.ACTIONS)) != ends:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{settings.app_id} committed {committed} of {ends} in {timeout_s} s")
+        time.sleep(1.0)
+
+
+StoreState = dict[str, tuple[tuple, np.ndarray]]
+
+
+def store_state(settings: Settings, user_ids: Iterable[str]) -> StoreState:
+    """Every product point (payload, image vector) and the points of ``user_ids`` (latest list,
+    time, interest vectors) in a stopped worker's embedded store."""
+    spec = resolve_spec(settings.embedder)
+    store = ProductStore.from_settings(settings, spec.name, spec.dim)
+    try:
+        state: StoreState = {}
+        offset = None
+        while True:
+            page, offset = store.browse(256, offset)
+            for product, vector in store.get_products([p.product_id for p in page], with_vectors=True).values():
+                state[f"product {product.product_id}"] = (astuple(product), vector)
+            if offset is None:
+                break
+        for user_id in user_ids:
+            if (user := store.get_user(user_id)) is not None:
+                state[f"user {user_id}"] = ((user["recommended"], user["updated_at"]), user["interests"])
+        return state
+    finally:
+        store.client.close()
+
+
+def clean_run_state(settings: Settings, log_dir: Path, user_ids: Iterable[str], timeout_s: float) -> StoreState:
+    """The store of a worker that processes the same topics from the start with no fault:
+    a new consumer group and an empty store of its own."""
+    clean = settings.model_copy(update={"app_id": f"{settings.app_id}-clean", "web_port": free_port(),
+                                        "qdrant_path": tempfile.mkdtemp(prefix="vr-store-")})
+    worker = Worker(clean, log_dir / "worker-clean.log").start(timeout_s=300)
+    try:
+        wait_until_committed(clean, timeout_s)
+    finally:
+        worker.stop()
+    return store_state(clean, user_ids)
+
+
+def different_points(first: StoreState, second: StoreState) -> list[str]:
+    """Keys of points missing from either state or unequal (vectors to float32 rounding)."""
+    return sorted(key for key in first.keys() | second.keys()
+                  if key not in first or key not in second or first[key][0] != second[key][0]
+                  or not np.allclose(first[key][1], second[key][1], atol=1e-6))
+
+
 def load_catalog(settings: Settings, catalog: list[DemoProduct], timeout_s: float = 600) -> None:
     produce(settings, topics.CATALOG, [(p.product_id, p.listing()) for p in catalog])
     reader = TopicReader(settings, topics.SIMILAR_ITEMS)
@@ -215,7 +286,8 @@ def answered_ids(reader: TopicReader) -> Counter:
 def run(settings: Settings, log_dir: Path, events: int, users: int, catalog_size: int, per_second: float,
         fault: Fault, fault_at: float = 0.4, timeout_s: float = 1800) -> Report:
     """Stream ``events`` browsing events through a worker, hit it with ``fault`` once ``fault_at``
-    of them are answered, recover, and wait until every event is answered (or ``timeout_s`` passes)."""
+    of them are answered, recover, and wait until every event is answered (or ``timeout_s`` passes).
+    Then compare the worker's store with a clean run's."""
     started = time.monotonic()
     topics.create_topics(settings)
     catalog = demo_catalog(catalog_size)
@@ -270,15 +342,23 @@ def run(settings: Settings, log_dir: Path, events: int, users: int, catalog_size
             positions[event_id][1] < committed.get(positions[event_id][0], 0) for event_id in repeated)
         outputs.close()
         letters.close()
-        return Report(events_in=len(wanted), outputs=len(outputs.messages), dead_letters=len(letters.messages),
+        counts = dict(events_in=len(wanted), outputs=len(outputs.messages), dead_letters=len(letters.messages),
                       duplicates=sum(count - 1 for count in answered.values()), lost=len(lost),
                       lost_at=offset_ranges(positions[event_id] for event_id in lost),
                       uncommitted_at_fault=uncommitted, repeated_below_commit=repeated_below_commit,
                       profiles_checked=len(expected),
                       profiles_wrong=sum(recovered.get(user) != profile for user, profile in expected.items()),
                       purchased_items_shown=shown_bought, seconds=seconds)
+        if not lost:  # (a worker stuck with events unanswered would never commit them all)
+            wait_until_committed(settings)
     finally:
         worker.stop()
+    users = set(expected)
+    faulted = store_state(settings, users)
+    progress(started, f"store read: {len(faulted)} points; a clean worker processes the same topics")
+    clean = clean_run_state(settings, log_dir, users, timeout_s)
+    return Report(**counts, store_points_compared=len(faulted.keys() | clean.keys()),
+                  store_points_different=different_points(faulted, clean))
 
 
 def kill(worker: Worker, _: Feeder) -> None:

@@ -88,6 +88,7 @@ def assert_nothing_lost(report: chaos.Report, users: int) -> None:
     assert report.dead_letters == 0
     assert report.profiles_checked == users and report.profiles_wrong == 0
     assert report.purchased_items_shown == 0
+    assert report.store_points_compared >= users and report.store_points_different == []
 
 
 # Both runs below lost events on faust-streaming 0.12.1 alone (up to 433 of 3,000 after a
