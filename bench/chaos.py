@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import MemberToRemove
 from kafka.consumer.fetcher import ConsumerRecord
 
 from infra.local_broker import free_port, start_broker, stop_broker
-from infra.local_stack import Worker, isolated_settings
+from infra.local_stack import Worker, expire_members, isolated_settings
 from models.embedders import resolve_spec
 from recommender.demo_data import DemoProduct, demo_catalog, shopping_session
 from recommender.interests import UserProfile
@@ -364,18 +363,6 @@ def run(settings: Settings, log_dir: Path, events: int, users: int, catalog_size
 def kill(worker: Worker, _: Feeder) -> None:
     worker.stop(signal.SIGKILL)
     expire_members(worker.settings)
-
-
-def expire_members(settings: Settings) -> None:
-    """Remove every member from the worker's consumer group, as Kafka does once a killed
-    member's session times out. noida-db 0.2.3 never does: a SIGKILLed member stays in the
-    group for ever and no rebalance completes. Only right when every member is dead."""
-    admin = KafkaAdminClient(bootstrap_servers=topics.bootstrap_servers(settings), **topics.security_options(settings))
-    try:
-        members = admin.describe_groups([settings.app_id])[settings.app_id]["members"]
-        admin.remove_group_members(settings.app_id, [MemberToRemove(member_id=m["member_id"]) for m in members])
-    finally:
-        admin.close()
 
 
 def restart(worker: Worker) -> Worker:

@@ -14,9 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kafka import KafkaAdminClient
+from kafka.admin import MemberToRemove
+
 from infra.local_broker import free_port, wait_for_port
 from recommender.settings import Settings
-from streams.topics import create_topics
+from streams.topics import bootstrap_servers, create_topics, security_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,6 +37,19 @@ def group_member(settings: Settings) -> Settings:
     """Settings for one more worker of the same consumer group (same app id and topics): its
     own web port (which also names its embedded store's subfolder)."""
     return settings.model_copy(update={"web_port": free_port()})
+
+
+def expire_members(settings: Settings) -> None:
+    """Remove every member from the worker's consumer group, as Kafka does to a member whose
+    session has timed out. noida-db never expires one: a SIGKILLed member, or the old id of a
+    member that rejoined under a new one, stays in the group for ever and no rebalance
+    completes (docs/scale.md). Live members removed too simply join again."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers(settings), **security_options(settings))
+    try:
+        members = admin.describe_groups([settings.app_id])[settings.app_id]["members"]
+        admin.remove_group_members(settings.app_id, [MemberToRemove(member_id=m["member_id"]) for m in members])
+    finally:
+        admin.close()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -13,7 +13,7 @@ import pytest
 
 from bench import chaos
 from infra.local_broker import free_port, start_broker, stop_broker
-from infra.local_stack import isolated_settings, running_worker
+from infra.local_stack import expire_members, isolated_settings, running_worker
 from recommender.demo_data import demo_catalog
 from streams import topics
 from streams.client import TopicReader, produce
@@ -162,7 +162,7 @@ def test_while_the_store_is_down_events_wait_unacked_and_health_says_why(broker_
     # until the harness kills it after 30 s: nothing was committed, so nothing was acked.
     assert not any(chaos.committed_offsets(settings, topics.CATALOG_VECTORS).values())
     assert not any(chaos.committed_offsets(settings, topics.ACTIONS).values())
-    chaos.expire_members(settings)  # the killed member's session never expires on noida-db
+    expire_members(settings)  # the killed member's session never expires on noida-db
     letters, similar = TopicReader(settings, topics.DEAD_LETTERS), TopicReader(settings, topics.SIMILAR_ITEMS)
     assert not letters.poll(2.0) and not similar.poll(2.0)
 
