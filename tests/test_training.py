@@ -29,10 +29,9 @@ def test_training_on_a_tiny_subset_decreases_the_loss(tiny_run):
     assert last < 0.8 * first, (first, last)
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])  # with a weight average, the checkpoint must restore it too
-def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch, ema_decay):
+def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch):
     config = TrainConfig(out=tmp_path / "straight.pt", steps=12, batch_size=32, width=4, dim=8, train_limit=256,
-                         ema_decay=ema_decay, checkpoint_every_s=0)  # checkpoint after every step
+                         checkpoint_every_s=0)  # checkpoint after every step
     straight = train(config)
 
     take_step = Trainer.train_step
@@ -52,17 +51,6 @@ def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch,
     assert resumed.steps == 12 and resumed.losses == straight.losses
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
-
-
-def test_the_weight_average_is_what_gets_exported(tmp_path):
-    config = TrainConfig(out=tmp_path / "ema.pt", steps=6, batch_size=32, width=4, dim=8, train_limit=256,
-                         ema_decay=0.9)
-    run = train(config)
-    checkpoint = torch.load(config.checkpoint, map_location="cpu", weights_only=False)
-    exported = run.model.model.model.state_dict()  # FlipAveraged -> PooledFeatures -> EmbeddingCNN
-    for name, value in checkpoint["average"]["model"].items():
-        assert torch.equal(exported[name], value), name
-    assert not torch.equal(exported["features.0.weight"], checkpoint["model"]["features.0.weight"])
 
 
 def test_artifact_round_trips_with_its_preprocessing_and_metrics(tiny_run):
