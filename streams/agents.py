@@ -355,14 +355,14 @@ class TopicSnapshotReader:
 
 async def follow_compacted(spec: topics.TopicSpec, model: type[BaseModel],
                            apply: Callable[[list], Awaitable[None]], caught_up: asyncio.Event | None = None) -> None:
-    """Apply every message of a compacted topic (with its offset), all partitions, from the start, for ever."""
+    """Apply every message of a compacted topic, all partitions, from the start, for ever."""
     reader = TopicSnapshotReader(spec)
     await reader.start()
     try:
         while True:
-            read = await reader.read(model, 1000)
-            if read:
-                await apply(read)
+            items = [item for item, _ in await reader.read(model, 1000)]
+            if items:
+                await apply(items)
             if caught_up is not None and not caught_up.is_set() and await reader.caught_up():
                 log.info("caught up with %s", reader.topic)
                 caught_up.set()
@@ -378,8 +378,8 @@ async def materialize_catalog() -> None:
         catalog_loaded.set()
         return
 
-    async def upsert(read: list[tuple[IndexedProduct, int]]) -> None:
-        await in_thread(store_thread, handlers.materialize, services, [item for item, _ in read])
+    async def upsert(items: list[IndexedProduct]) -> None:
+        await in_thread(store_thread, handlers.materialize, services, items)
 
     loaded = asyncio.Event()
     follower = asyncio.create_task(follow_compacted(topics.CATALOG_VECTORS, IndexedProduct, upsert, loaded))
@@ -391,8 +391,8 @@ async def materialize_catalog() -> None:
 
 @app.task
 async def follow_popularity() -> None:
-    async def update(read: list[tuple[PopularityScore, int]]) -> None:
-        items = [PopularItem(s.product_id, s.category, s.score, s.window_end) for s, _ in read]
+    async def update(scores: list[PopularityScore]) -> None:
+        items = [PopularItem(s.product_id, s.category, s.score, s.window_end) for s in scores]
         await in_thread(store_thread, services.popularity.update, items)
 
     await follow_compacted(topics.POPULARITY, PopularityScore, update)
