@@ -354,6 +354,8 @@ def run(settings: Settings, log_dir: Path, events: int, users: int, catalog_size
         worker.stop()
     users = set(expected)
     faulted = store_state(settings, users)
+    # Printed now: on a long run the clean worker takes about as long again.
+    progress(started, "; ".join(f"{name.replace('_', ' ')} {value}" for name, value in counts.items()))
     progress(started, f"store read: {len(faulted)} points; a clean worker processes the same topics")
     clean = clean_run_state(settings, log_dir, users, timeout_s)
     return Report(**counts, store_points_compared=len(faulted.keys() | clean.keys()),
