@@ -4,6 +4,9 @@ crash          a worker is killed with SIGKILL in the middle of a stream of brow
                then started again with the same consumer group.
 broker-outage  the broker is stopped with SIGTERM mid-stream, then started again on the
                same port and data folder.
+rejoins        the worker is removed from its consumer group again and again mid-stream, as
+               Kafka does to a member whose session timed out: each time it rejoins and its
+               tables recover while events keep coming.
 
 Each prints events in, outputs (recs.user-recommendations), dead letters, duplicates (an
 event answered more than once) and lost (an event never answered), and checks that the
@@ -57,6 +60,7 @@ class Report:
     profiles_checked: int
     profiles_wrong: int
     purchased_items_shown: int  # outputs recommending an item the user had bought before that event
+    answered_out_of_order: int  # events first answered after a later event of the same user
     seconds: float
     store_points_compared: int  # products and users in the store, against a clean run's store
     store_points_different: list[str]  # those that differ (must be none)
@@ -94,6 +98,25 @@ def purchased_before(events: list[dict]) -> dict[str, set[str]]:
             bought[event["user_id"]].add(event["product_id"])
         before[event["event_id"]] = set(bought[event["user_id"]])
     return before
+
+
+def answered_out_of_order(events: list[dict], outputs: list[dict]) -> int:
+    """Events whose first answer came after the first answer to a later event of the same user.
+    A user's answers share one partition (keyed by user), so their order on it is the order the
+    worker answered in; duplicates re-answer old events, which is why only first answers count."""
+    position = {event["event_id"]: index for index, event in enumerate(events)}
+    latest: dict[str, int] = {}
+    answered: set[str] = set()
+    late = 0
+    for message in outputs:
+        event_id = message["source_event_id"]
+        if event_id in answered or event_id not in position:
+            continue
+        answered.add(event_id)
+        user = message["user_id"]
+        late += position[event_id] < latest.get(user, -1)
+        latest[user] = max(latest.get(user, -1), position[event_id])
+    return late
 
 
 class Feeder(threading.Thread):
@@ -347,7 +370,8 @@ def run(settings: Settings, log_dir: Path, events: int, users: int, catalog_size
                       uncommitted_at_fault=uncommitted, repeated_below_commit=repeated_below_commit,
                       profiles_checked=len(expected),
                       profiles_wrong=sum(recovered.get(user) != profile for user, profile in expected.items()),
-                      purchased_items_shown=shown_bought, seconds=seconds)
+                      purchased_items_shown=shown_bought,
+                      answered_out_of_order=answered_out_of_order(actions, outputs.messages), seconds=seconds)
         if not lost:  # (a worker stuck with events unanswered would never commit them all)
             wait_until_committed(settings)
     finally:
@@ -400,14 +424,36 @@ def broker_outage(outage_s: float, data_dir: Path, port: int, brokers: list) -> 
     return Fault(hit, recover, broker_up_after_hit=False)
 
 
+def rejoins(rounds: int, seconds_apart: tuple[float, float] = (2.0, 8.0), seed: int = 1) -> Fault:
+    """Remove the worker from its group ``rounds`` times, a random few seconds apart, each time
+    once its last recovery has finished. A recovery that has not finished a minute later ends
+    the storm; the events it holds up then count as lost."""
+    def hit(worker: Worker, _: Feeder) -> None:
+        rng = random.Random(seed)
+        for round_number in range(1, rounds + 1):
+            time.sleep(rng.uniform(*seconds_apart))
+            recoveries = worker.recoveries()
+            expire_members(worker.settings)
+            deadline = time.monotonic() + 60
+            while worker.recoveries() == recoveries and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if worker.recoveries() == recoveries:
+                print(f"rejoin {round_number} of {rounds}: the recovery did not finish in 60 s", flush=True)
+                return
+        print(f"{rounds} rejoins, each recovered", flush=True)
+
+    return Fault(hit, recover=lambda worker: worker, broker_up_after_hit=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["crash", "broker-outage"])
+    parser.add_argument("scenario", choices=["crash", "broker-outage", "rejoins"])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--catalog", type=int, default=100, help="products in the catalog")
     parser.add_argument("--rate", type=float, default=200.0, help="events produced per second")
     parser.add_argument("--outage", type=float, default=10.0, help="broker-outage: seconds the broker is down")
+    parser.add_argument("--rounds", type=int, default=60, help="rejoins: times the worker is removed from its group")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds from the first event sent until every event must be answered")
     args = parser.parse_args()
@@ -416,9 +462,12 @@ def main() -> None:
     data_dir, port = work / "broker", free_port()
     brokers = [start_broker(data_dir, port)]
     settings = isolated_settings(f"kafka://127.0.0.1:{port}", **WORKER_KNOBS)
-    fault = WORKER_CRASH if args.scenario == "crash" else broker_outage(args.outage, data_dir, port, brokers)
+    fault = {"crash": WORKER_CRASH, "broker-outage": broker_outage(args.outage, data_dir, port, brokers),
+             "rejoins": rejoins(args.rounds)}[args.scenario]
+    fault_at = 0.05 if args.scenario == "rejoins" else 0.4  # a storm of rejoins needs the stream to go on
     try:
-        report = run(settings, work, args.events, args.users, args.catalog, args.rate, fault, timeout_s=args.timeout)
+        report = run(settings, work, args.events, args.users, args.catalog, args.rate, fault, fault_at,
+                     timeout_s=args.timeout)
     finally:
         stop_broker(brokers[-1])
     print(f"# chaos {args.scenario}: {args.events} events, {args.users} users, {args.catalog} products, "

@@ -88,6 +88,11 @@ class Worker:
                 self.process.kill()
                 self.process.wait()
 
+    def recoveries(self) -> int:
+        """How many times the worker has been ready: after its start and after each rebalance's
+        table recovery."""
+        return self.log_path.read_bytes().count(b"Worker ready")
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
