@@ -12,4 +12,4 @@ if ! docker compose version >/dev/null 2>&1 && [ ! -x .venv-compose/bin/docker-c
   .venv-compose/bin/pip install -q --disable-pip-version-check docker-compose==1.29.2
 fi
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

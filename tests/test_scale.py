@@ -11,8 +11,8 @@ Checked on recs.user-recommendations:
     item the user acted on before: the profile moved with its partition (a profile rebuilt
     from the events after the handover alone would hold one category, so at most 2 interests).
 
-Runs on Apache Kafka in Docker with ``VR_TEST_BROKER=testcontainers``, and on the local broker
-with ``VR_TEST_SCALE_LOCAL=1`` (both through conftest's ``broker_url``). The local broker never expires a member whose
+Runs on the local broker, or on Apache Kafka in Docker with ``VR_TEST_BROKER=testcontainers``
+(both through conftest's ``broker_url``). The local broker never expires a member whose
 session has timed out (a killed worker, or the old id of a member that rejoined), so there
 the test does what Kafka's session timeout would: see ``wait_for_sole_owner``.
 """
@@ -37,16 +37,11 @@ from streams.client import TopicReader, produce, profile_owners
 
 ON_APACHE_KAFKA = os.environ.get("VR_TEST_BROKER") == "testcontainers"
 # On the local broker, runs before the fixes in streams/faust_fixes.py lost 1-50 of the 360
-# events at the handover (docs/scale.md). It runs there only when asked (VR_TEST_SCALE_LOCAL=1):
-# the survivor's rejoin after the test expires stale members can hang faust's table recovery
-# (a race in faust-streaming 0.12.1, BENCHMARKS.md "Reliability"), as it did in a clean-clone
-# CI run (SIGKILL, 120 of 360 unanswered).
+# events at the handover, and the survivor's rejoin could hang its table recovery (fix 4; in a
+# clean-clone CI run 120 of 360 went unanswered): docs/scale.md.
 # Timeouts are generous because the host is shared: at load averages of 15-35 on 2 cores
 # one run took 9-11 minutes, past pytest's default limit here (600 s).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800), pytest.mark.skipif(
-    not ON_APACHE_KAFKA and os.environ.get("VR_TEST_SCALE_LOCAL") != "1",
-    reason="on the local broker the rejoin can hang faust's table recovery (BENCHMARKS.md); "
-           "VR_TEST_SCALE_LOCAL=1 runs it")]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 PARTITIONS = 4
 CATALOG_SIZE = 60
 USERS = 40
