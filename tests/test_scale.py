@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
+from bench import chaos
 from infra.local_stack import Worker, expire_members, group_member, isolated_settings
 from recommender.demo_data import demo_catalog
 from recommender.settings import Settings
@@ -121,24 +121,6 @@ def wait_for_sole_owner(staying: Worker, timeout_s: float) -> bool:
     return True
 
 
-def wait_until_committed(settings: Settings, partitions: set[int], timeout_s: float) -> None:
-    """Wait until the consumer group has committed every action already on ``partitions``."""
-    # Reads the group's offsets without joining the group (no subscribe, nothing committed).
-    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap_servers(settings), group_id=settings.app_id,
-                             enable_auto_commit=False, **topics.security_options(settings))
-    wanted = [TopicPartition(topics.topic_name(topics.ACTIONS, settings), p) for p in partitions]
-    deadline = time.monotonic() + timeout_s
-    try:
-        ends = consumer.end_offsets(wanted)
-        while time.monotonic() < deadline:
-            if all((consumer.committed(tp) or 0) >= ends[tp] for tp in wanted):
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"offsets of partitions {partitions} not committed within {timeout_s} s")
-    finally:
-        consumer.close()
-
-
 def produce_paced(settings: Settings, events: list[dict]) -> None:
     for start in range(0, len(events), 10):
         produce(settings, topics.ACTIONS, [(e["user_id"], e) for e in events[start:start + 10]])
@@ -197,7 +179,7 @@ def test_survivor_takes_over_partitions_and_profiles_without_losing_events(broke
         stream = threading.Thread(target=produce_paced,
                                   args=(settings, [e for e in after if e["user_id"] in moved_users]))
         stream.start()
-        wait_until_committed(settings, set(range(PARTITIONS)) - moving, timeout_s=30)
+        chaos.wait_until_committed(settings, timeout_s=30, partitions=set(range(PARTITIONS)) - moving)
         leaving.stop(stop_signal)
         stream.join()
         expired = wait_for_sole_owner(staying, timeout_s=120)
