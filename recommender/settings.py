@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = Field(None, description="SASL user name")
     kafka_sasl_password: str | None = Field(None, repr=False, description="SASL password")
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle for TLS; system CAs when unset")
+    kafka_max_poll_records: int = Field(500, ge=1, description="Most events one fetch hands to the agents; "
+                                        "more than it works off within Faust's poll interval (1,000 s) and the "
+                                        "worker leaves its group")
     max_message_bytes: int = Field(8_000_000, description="Larger events go to the dead-letter topic unread")
 
     data_dir: Path = Field(Path("var"), description="Local working files (Faust's per-app folder)")
