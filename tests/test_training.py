@@ -10,15 +10,15 @@ from torch.nn import functional as F
 from models import fashion_mnist
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
-from models.train import (AUGMENTATIONS, PREPROCESSING, FlipAveraged, ShopperPhotoAugment, TrainConfig, Trainer,
-                          evaluation_set, export, exported_model, split_training_data, train)
+from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FlipAveraged, ShopperPhotoAugment,
+                          TrainConfig, Trainer, evaluation_set, export, exported_model, split_training_data, train)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """40 steps of a narrow network on 512 training images: about a second of CPU."""
     out = tmp_path_factory.mktemp("artifacts") / "tiny.pt"
-    config = TrainConfig(out=out, steps=40, batch_size=64, width=8, dim=16, train_limit=512)
+    config = TrainConfig(out=out, steps=40, batch_size=64, widths=(4, 8, 8, 8), dim=16, train_limit=512)
     return config, train(config)
 
 
@@ -29,8 +29,23 @@ def test_training_on_a_tiny_subset_decreases_the_loss(tiny_run):
     assert last < 0.8 * first, (first, last)
 
 
+def test_cosine_head_scores_cosines_with_a_margin_on_the_true_class_only_while_training():
+    head = CosineClassifier(4, 3, TrainConfig(head="cosine", head_scale=10.0, head_margin=0.2))
+    embeddings, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    cosines = F.normalize(embeddings, dim=1) @ F.normalize(head.weight, dim=1).T
+    torch.testing.assert_close(head(embeddings), 10 * cosines)
+    torch.testing.assert_close(head(embeddings, labels), 10 * (cosines - 0.2 * F.one_hot(labels, 3)))
+
+
+def test_training_with_the_linear_head_decreases_the_loss(tmp_path):
+    config = TrainConfig(out=tmp_path / "linear.pt", steps=40, batch_size=64, widths=(4, 8, 8, 8), dim=16,
+                         train_limit=512, head="linear")
+    losses = train(config).losses
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses  # from chance (ln 10 = 2.30) to about 2.0
+
+
 def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch):
-    config = TrainConfig(out=tmp_path / "straight.pt", steps=12, batch_size=32, width=4, dim=8, train_limit=256,
+    config = TrainConfig(out=tmp_path / "straight.pt", steps=12, batch_size=32, widths=(4, 4, 4, 4), dim=8, train_limit=256,
                          checkpoint_every_s=0)  # checkpoint after every step
     straight = train(config)
 
@@ -59,7 +74,7 @@ def test_artifact_round_trips_with_its_preprocessing_and_metrics(tiny_run):
     path = export(run, metrics)
 
     spec = artifact_spec(path)
-    assert run.dim == 4 * config.width  # the default read-out: the pooled features of the last stage
+    assert run.dim == config.dim  # the default read-out: the embedding layer the cosine head trains
     assert (spec.dim, spec.preprocessing, spec.metrics) == (run.dim, PREPROCESSING, metrics)
 
     rng = np.random.default_rng(0)
