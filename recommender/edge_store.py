@@ -16,6 +16,7 @@ so call it after bulk loads (and from time to time while listings stream in).
 """
 import json
 import shutil
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -76,6 +77,9 @@ class EdgeClient:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, edge.EdgeShard] = {}
+        # Shards open on first use, possibly from two threads at once (the store thread and a
+        # request); Edge locks a shard's WAL, so a second open fails ("Can't init WAL: WouldBlock").
+        self._opening = threading.Lock()
         # Read once: a folder has a single opener (Edge locks its shards), so this client is
         # the only writer of the alias file and its copy stays current.
         path = self.root / _ALIASES
@@ -95,11 +99,12 @@ class EdgeClient:
     def _shard(self, name: str) -> edge.EdgeShard:
         """The shard of a collection, by its name or an alias of it."""
         collection = self._alias_map.get(name, name)
-        if collection not in self._shards:
-            if not self.collection_exists(collection):
-                raise ValueError(f"collection {collection!r} does not exist")
-            self._shards[collection] = edge.EdgeShard.load(str(self.root / collection))
-        return self._shards[collection]
+        with self._opening:
+            if collection not in self._shards:
+                if not self.collection_exists(collection):
+                    raise ValueError(f"collection {collection!r} does not exist")
+                self._shards[collection] = edge.EdgeShard.load(str(self.root / collection))
+            return self._shards[collection]
 
     def collection_exists(self, collection_name: str) -> bool:
         return (self.root / collection_name).is_dir()

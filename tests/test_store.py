@@ -146,3 +146,33 @@ def test_categories_count_the_products_of_each(store):
     products, vectors = catalog(np.random.default_rng(4))
     store.upsert_products(products, vectors)
     assert store.categories() == {"shoe": 5, "bag": 5}
+
+
+def test_an_edge_store_first_used_from_several_threads_at_once_opens_each_collection_once(tmp_path):
+    """The store thread and a request can touch a collection first at the same moment; Edge locks a
+    shard's write-ahead log, so a second open of it failed with "Can't init WAL" (a CI run did)."""
+    import threading
+
+    from qdrant_client import models as qm
+
+    creator = EdgeClient(tmp_path)
+    creator.create_collection("x", {"image": qm.VectorParams(size=4, distance=qm.Distance.COSINE)})
+    creator.close()
+    errors = []
+    for _ in range(10):
+        client, start = EdgeClient(tmp_path), threading.Barrier(4)
+
+        def first_use():
+            start.wait()
+            try:
+                client.count("x")
+            except Exception as error:  # noqa: BLE001 (any failure is what is counted)
+                errors.append(error)
+
+        threads = [threading.Thread(target=first_use) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client.close()
+    assert errors == []
