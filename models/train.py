@@ -357,15 +357,11 @@ class Trainer:
         self.model = EmbeddingCNN(config.widths, config.dim).to(memory_format=torch.channels_last)
         self.head = HEADS[config.head](config.dim, len(fashion_mnist.CATEGORIES), config)
         self.proxy_anchor = ProxyAnchorLoss(len(fashion_mnist.CATEGORIES), config.dim)
-        learning_rate, decay = config.learning_rate, config.weight_decay
-        if config.head == "linear":
-            head_groups = [{"params": [*self.model.parameters(), *self.head.parameters()], "lr": learning_rate,
-                            "weight_decay": decay}]
-        else:  # a cosine head's weights are normalized before use: decay would only shrink their norm
-            head_groups = [{"params": self.model.parameters(), "lr": learning_rate, "weight_decay": decay},
-                           {"params": self.head.parameters(), "lr": learning_rate, "weight_decay": 0.0}]
+        # A cosine head's weights are normalized before use: decay would only shrink their norm.
+        head_decay = config.weight_decay if config.head == "linear" else 0.0
         self.optimizer = torch.optim.AdamW([
-            *head_groups,
+            {"params": self.model.parameters(), "lr": config.learning_rate, "weight_decay": config.weight_decay},
+            {"params": self.head.parameters(), "lr": config.learning_rate, "weight_decay": head_decay},
             {"params": self.proxy_anchor.parameters(), "lr": config.proxy_learning_rate, "weight_decay": 0.0},
         ])
         self.peak_learning_rates = [group["lr"] for group in self.optimizer.param_groups]

@@ -77,8 +77,8 @@ class EdgeClient:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, edge.EdgeShard] = {}
-        # Shards open on first use, possibly from two threads at once (the store thread and a
-        # request); Edge locks a shard's WAL, so a second open fails ("Can't init WAL: WouldBlock").
+        # Shards open on first use, possibly from two threads at once; Edge locks a shard's WAL,
+        # so a second open of it fails ("Can't init WAL: WouldBlock").
         self._opening = threading.Lock()
         # Read once: a folder has a single opener (Edge locks its shards), so this client is
         # the only writer of the alias file and its copy stays current.

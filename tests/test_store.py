@@ -2,11 +2,13 @@
 server when ``VR_TEST_QDRANT_URL`` names one (docker-compose brings one up); each with and
 without the vector cache (a capacity of 4 makes it evict within one test)."""
 import os
+import threading
 from dataclasses import replace
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 from recommender.edge_store import EdgeClient
 from recommender.store import Product, ProductFilter, ProductStore
@@ -149,12 +151,8 @@ def test_categories_count_the_products_of_each(store):
 
 
 def test_an_edge_store_first_used_from_several_threads_at_once_opens_each_collection_once(tmp_path):
-    """The store thread and a request can touch a collection first at the same moment; Edge locks a
-    shard's write-ahead log, so a second open of it failed with "Can't init WAL" (a CI run did)."""
-    import threading
-
-    from qdrant_client import models as qm
-
+    """Two threads can touch a collection first at the same moment; Edge locks a shard's
+    write-ahead log, so a second open of it failed with "Can't init WAL" (a worker in CI did)."""
     creator = EdgeClient(tmp_path)
     creator.create_collection("x", {"image": qm.VectorParams(size=4, distance=qm.Distance.COSINE)})
     creator.close()
