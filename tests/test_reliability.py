@@ -110,10 +110,9 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_keeps_its_profiles(broker_
 # The broker forgets the group, so the worker rejoins it. Not asserted (printed with -rP):
 # after a rejoin some events are first answered after later events of their user, and such an
 # answer can show an item the user had bought; that is open (BENCHMARKS.md, "Reliability").
-# Known to fail now and then: a clean-clone CI run at 5eb048d lost 47 events (partition 1, offsets
-# 135-181, right after the outage) and a session-5 run with a since-reverted patch lost 83 of the
-# same shape; the cause is not found (BENCHMARKS.md).
-@pytest.mark.xfail(strict=False, reason="now and then loses a run of events on one partition after the outage")
+# Before fix 5 in streams/faust_fixes.py a clean-clone CI run lost 47 events here (partition 1,
+# offsets 135-181: the first batch after the outage); traces here showed such a batch skipped
+# while the recovery had its partitions paused, the way fix 5 closes (BENCHMARKS.md, session 7).
 def test_a_broker_restart_mid_stream_loses_nothing(tmp_path):
     data_dir, port = tmp_path / "broker", free_port()
     brokers = [start_broker(data_dir, port)]
