@@ -37,10 +37,9 @@ def test_cosine_head_scores_cosines_with_a_margin_on_the_true_class_only_while_t
     torch.testing.assert_close(head(embeddings, labels), 10 * (cosines - 0.2 * F.one_hot(labels, 3)))
 
 
-def test_training_with_the_linear_head_decreases_the_loss(tmp_path):
-    config = TrainConfig(out=tmp_path / "linear.pt", steps=40, batch_size=64, widths=(4, 8, 8, 8), dim=16,
-                         train_limit=512, head="linear")
-    losses = train(config).losses
+def test_training_with_the_linear_head_decreases_the_loss(tiny_run, tmp_path):
+    config, _ = tiny_run
+    losses = train(replace(config, out=tmp_path / "linear.pt", head="linear")).losses
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses  # from chance (ln 10 = 2.30) to about 2.0
 
 
