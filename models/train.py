@@ -155,6 +155,8 @@ class PooledFeatures(nn.Module):
 class LinearClassifier(nn.Linear):
     """The usual linear classification head (the labels are only used by margin heads)."""
 
+    normalizes_weights = False
+
     def __init__(self, dim: int, num_classes: int, config: "TrainConfig"):
         super().__init__(dim, num_classes)
 
@@ -168,6 +170,8 @@ class CosineClassifier(nn.Module):
 
     Retrieval ranks by cosine, so training on cosines pulls each class into a tight cone that the
     retrieval sees; the margin makes the cones tighter than plain classification needs."""
+
+    normalizes_weights = True  # weight decay would only shrink their norm, which the cosine ignores
 
     def __init__(self, dim: int, num_classes: int, config: "TrainConfig"):
         super().__init__()
@@ -357,8 +361,7 @@ class Trainer:
         self.model = EmbeddingCNN(config.widths, config.dim).to(memory_format=torch.channels_last)
         self.head = HEADS[config.head](config.dim, len(fashion_mnist.CATEGORIES), config)
         self.proxy_anchor = ProxyAnchorLoss(len(fashion_mnist.CATEGORIES), config.dim)
-        # A cosine head's weights are normalized before use: decay would only shrink their norm.
-        head_decay = config.weight_decay if config.head == "linear" else 0.0
+        head_decay = 0.0 if self.head.normalizes_weights else config.weight_decay
         self.optimizer = torch.optim.AdamW([
             {"params": self.model.parameters(), "lr": config.learning_rate, "weight_decay": config.weight_decay},
             {"params": self.head.parameters(), "lr": config.learning_rate, "weight_decay": head_decay},
