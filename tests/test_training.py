@@ -10,8 +10,9 @@ from torch.nn import functional as F
 from models import fashion_mnist
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
-from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FlipAveraged, ShopperPhotoAugment,
-                          TrainConfig, Trainer, evaluation_set, export, exported_model, split_training_data, train)
+from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FlipAveraged, GeneralizedMeanPool,
+                          ShopperPhotoAugment, TrainConfig, Trainer, evaluation_set, export, exported_model,
+                          split_training_data, train)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,27 @@ def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch)
     assert resumed.steps == 12 and resumed.losses == straight.losses
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_a_checkpoint_from_before_gem_pooling_resumes_average_pooled(tmp_path):
+    config = TrainConfig(out=tmp_path / "old.pt", steps=2, batch_size=32, widths=(4, 4, 4, 4), dim=8, train_limit=256,
+                         pooling="average")
+    train(config)
+    state = torch.load(config.checkpoint, weights_only=False)
+    del state["config"]["pooling"]  # as checkpoints written before the setting existed
+    torch.save(state, config.checkpoint)
+    trainer = Trainer.from_checkpoint(config.checkpoint, train_size=256)
+    assert trainer.config.pooling == "average"
+    assert trainer.model.state_dict().keys() == state["model"].keys()
+
+
+def test_gem_pooling_spans_average_to_max_pooling():
+    features = 0.5 + torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(GeneralizedMeanPool(1.0)(features), features.mean((2, 3)))
+    gem = GeneralizedMeanPool(3.0)(features)
+    assert (gem > features.mean((2, 3))).all() and (gem < features.amax((2, 3))).all()
+    # (max^p / 16)^(1/p) = max * 16^(-1/p): within 1.4 % of the max at p = 200
+    torch.testing.assert_close(GeneralizedMeanPool(200.0)(features), features.amax((2, 3)), rtol=0.015, atol=0)
 
 
 def test_artifact_round_trips_with_its_preprocessing_and_metrics(tiny_run):
