@@ -1,6 +1,6 @@
 """Train the Fashion-MNIST CNN embedder on CPU within a time budget, then export it.
 
-    python -m models.train --minutes 14 --out artifacts/fmnist_cnn.pt
+    python -m models.train --minutes 14.7 --out artifacts/fmnist_cnn.pt
 
 The network follows airbench's layout (a stem conv, then three groups of conv, pooling and conv;
 28 -> 14 -> 7 -> 3 px; see ``EmbeddingCNN``), generalized-mean pooling with a learned power (GeM;
@@ -76,7 +76,7 @@ PREPROCESSING = Preprocessing(28, (0.2860,), (0.3530,), grayscale=True)
 @dataclass
 class TrainConfig:
     out: Path = Path("artifacts/fmnist_cnn.pt")
-    minutes: float = 14.0
+    minutes: float = 14.7             # the issue's 15 CPU minutes, less loading, evaluation and export
     steps: int | None = None          # overrides --minutes when given
     batch_size: int = 256
     widths: tuple[int, ...] = (16, 32, 128, 128)  # channels of the stem, then of each group (see EmbeddingCNN)
