@@ -9,6 +9,10 @@ bash infra/setup.sh
 # check) in a venv of its own: its pinned dependencies clash with the project's.
 if ! docker compose version >/dev/null 2>&1 && [ ! -x .venv-compose/bin/docker-compose ]; then
   "${PYTHON:-python3.11}" -m venv .venv-compose
+  # It needs PyYAML < 6, which has no wheel for Python 3.11 and whose source no longer builds with
+  # Cython 3: build it first, against Cython 2, outside pip's isolated build environment.
+  .venv-compose/bin/pip install -q --disable-pip-version-check "cython<3" wheel setuptools
+  .venv-compose/bin/pip install -q --disable-pip-version-check --no-build-isolation pyyaml==5.4.1
   .venv-compose/bin/pip install -q --disable-pip-version-check docker-compose==1.29.2
 fi
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
