@@ -85,7 +85,8 @@ def default_widths() -> tuple[int, ...]:
     """Channels of the stem and of each group (see EmbeddingCNN) that did best on held-out images in the
     budget, by CPU. With native bfloat16 the convolutions are cheap and batch norm and ReLU take most
     of a step; in float32 on AVX2 the convolutions take 85 % of it, and halving the second group's
-    channels buys 1.9 times the steps: held-out R@1 0.9224 against 0.9167 (BENCHMARKS.md, session 10)."""
+    channels buys 1.6-1.75 times the steps. Side by side (seed 1) that gave held-out R@1 0.9162 against
+    0.9148 and P@10 0.9150 against 0.9062 (BENCHMARKS.md, session 10)."""
     return (16, 32, 128, 128) if native_bfloat16() else (16, 32, 64, 128)
 
 
