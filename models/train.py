@@ -126,9 +126,9 @@ class EmbeddingCNN(nn.Module):
     """Image (N, 1, 28, 28) -> embedding (N, dim), not normalized (ImageEmbedder normalizes).
 
     airbench's layout (Jordan, 2024): a stem conv at full resolution, then groups of conv -> 2x2 max
-    pool -> BN/ReLU -> conv -> BN/ReLU (28 -> 14 -> 7 -> 3 px with three groups), global average
+    pool -> BN/ReLU -> conv -> BN/ReLU (28 -> 14 -> 7 -> 3 px with three groups), global (GeM or average)
     pooling and a linear embedding layer. Pooling right after each group's first conv keeps the
-    batch norms and ReLUs, most of a training step's CPU time here, at the lower resolution.
+    batch norms and ReLUs, most of a training step's CPU time in bfloat16, at the lower resolution.
     """
 
     def __init__(self, widths: tuple[int, ...], dim: int, pooling: str):
