@@ -11,8 +11,8 @@ from models import fashion_mnist
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
 from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FlipAveraged, GeneralizedMeanPool,
-                          ShopperPhotoAugment, TrainConfig, Trainer, evaluation_set, export, exported_model,
-                          split_training_data, train)
+                          ShopperPhotoAugment, TrainConfig, Trainer, WithinClassWhitening, evaluation_set, export,
+                          exported_model, split_training_data, train, within_class_whitening)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,8 @@ def test_knn_vote_tie_goes_to_the_class_with_the_nearer_neighbour():
 
 def test_flip_averaged_artifact_embeds_an_image_and_its_mirror_alike(tiny_run):
     config, run = tiny_run
-    assert isinstance(run.model, FlipAveraged)  # the default: test-time flip averaging is part of the artifact
+    # the defaults: test-time flip averaging and whitening are part of the artifact
+    assert isinstance(run.model, WithinClassWhitening) and isinstance(run.model.embedder, FlipAveraged)
     path = export(run, {}, out=config.out.with_name("flip.pt"))
     photo = np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8)
     embedder = load_embedder(str(path))
@@ -229,3 +230,33 @@ def test_embedding_read_out_exports_the_trained_embedding_layer(tiny_run):
     with torch.inference_mode():
         assert dim == config.dim and model(images).shape == (3, config.dim)
         torch.testing.assert_close(model(images), trainer.model.eval()(images))
+
+
+def test_whitening_makes_the_within_class_covariance_the_identity_and_lets_retrieval_see_the_class_gap():
+    # Two classes 1 apart along the first axis, spread 0.1 there and 1 along ten other axes.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 2
+    embeddings = torch.cat([labels.unsqueeze(1) + 0.1 * torch.randn(400, 1, generator=generator),
+                            torch.randn(400, 10, generator=generator)], dim=1)
+    mean, projection = within_class_whitening(embeddings, labels, shrinkage=0.0)
+    whitened = (embeddings - mean) @ projection
+    deviations = whitened - torch.stack([whitened[labels == label].mean(0) for label in (0, 1)])[labels]
+    torch.testing.assert_close(deviations.T @ deviations / len(whitened), torch.eye(11), atol=1e-4, rtol=0)
+    # Cosine retrieval: centred only, the ten wide axes decide the neighbours; whitened, the class gap does.
+    centred, fair = (evaluate_retrieval(F.normalize(vectors, dim=1).numpy(), labels.numpy()).metrics["recall@1"]
+                     for vectors in (embeddings - mean, whitened))
+    assert fair > 0.95 and centred < 0.75, (centred, fair)
+
+
+def test_whitening_shrinkage_leaves_the_small_directions_less_stretched():
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(300) % 3
+    embeddings = torch.randn(300, 4, generator=generator) * torch.tensor([1.0, 0.5, 0.1, 0.01])
+    for shrinkage in (0.5, 2.0):
+        mean, projection = within_class_whitening(embeddings, labels, shrinkage)
+        deviations = embeddings - torch.stack([embeddings[labels == label].mean(0) for label in range(3)])[labels]
+        eigenvalues = torch.linalg.eigvalsh(deviations.double().T @ deviations.double() / len(embeddings))
+        whitened = (deviations @ projection).double()
+        expected = eigenvalues / (eigenvalues + shrinkage * eigenvalues.mean())
+        torch.testing.assert_close(torch.linalg.eigvalsh(whitened.T @ whitened / len(whitened)), expected,
+                                   atol=1e-5, rtol=1e-4)
