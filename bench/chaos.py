@@ -33,7 +33,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from infra.local_broker import free_port, start_broker, stop_broker
-from infra.local_stack import Worker, expire_members, isolated_settings
+from infra.local_stack import Worker, expire_members, isolated_settings, scratch_store_dir
 from models.embedders import resolve_spec
 from recommender.demo_data import DemoProduct, demo_catalog, shopping_session
 from recommender.interests import UserProfile
@@ -276,7 +276,7 @@ def clean_run_state(settings: Settings, log_dir: Path, user_ids: Iterable[str], 
     """The store of a worker that processes the same topics from the start with no fault:
     a new consumer group and an empty store of its own."""
     clean = settings.model_copy(update={"app_id": f"{settings.app_id}-clean", "web_port": free_port(),
-                                        "qdrant_path": tempfile.mkdtemp(prefix="vr-store-")})
+                                        "qdrant_path": scratch_store_dir()})
     worker = Worker(clean, log_dir / "worker-clean.log").start(timeout_s=300)
     try:
         wait_until_committed(clean, timeout_s)

@@ -3,7 +3,9 @@
 Each run gets fresh topic names, consumer group and web port, so runs that share one
 broker never see each other's events.
 """
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,9 +30,16 @@ def isolated_settings(broker_url: str, **overrides) -> Settings:
     """Settings with fresh topic names and consumer group, so tests sharing a broker never meet."""
     run = uuid.uuid4().hex[:8]
     values = {"kafka_broker": broker_url, "topic_prefix": f"t{run}.", "app_id": f"test-{run}",
-              "kafka_partitions": 2, "qdrant_path": tempfile.mkdtemp(prefix="vr-store-"), "web_port": free_port(),
-              **overrides}
+              "kafka_partitions": 2, "qdrant_path": scratch_store_dir(), "web_port": free_port(), **overrides}
     return Settings(**values)
+
+
+def scratch_store_dir() -> str:
+    """A fresh directory for a run's embedded store, removed when this process exits (the workers
+    using it have stopped by then), so test and benchmark runs leave no stores in /tmp."""
+    path = tempfile.mkdtemp(prefix="vr-store-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def group_member(settings: Settings) -> Settings:
