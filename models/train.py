@@ -290,7 +290,7 @@ class ShopperPhotoAugment:
         pixels = self.backdrop(pixels)
         pixels = self.exposure(pixels)
         pixels = self.blur(pixels)
-        return normalized(pixels.clamp(0, 1))
+        return (pixels.clamp(0, 1) - PREPROCESSING.mean[0]) / PREPROCESSING.std[0]
 
     def reframe(self, pixels: torch.Tensor) -> torch.Tensor:
         """Random resized crop or zoom-out with padding, aspect change, shift and mirroring."""
@@ -341,11 +341,6 @@ class ShopperPhotoAugment:
         return F.conv2d(padded, kernels, groups=count).view(count, 1, height, width)
 
 
-def normalized(pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels in [0, 1] -> the network's input (PREPROCESSING's mean and std)."""
-    return (pixels - PREPROCESSING.mean[0]) / PREPROCESSING.std[0]
-
-
 # "mild" (the default) only mirrors and shifts by up to ~1.5 px: the catalog and the evaluation set
 # (Fashion-MNIST's test split) are clean, centred studio shots like the training images, so distortions
 # they never show only spend the CPU budget on cases that do not occur there. "shopper" trains for
@@ -384,7 +379,8 @@ class WithinClassWhitening(nn.Module):
     Cosine retrieval treats every direction alike, but the trained embeddings still vary more within
     a class along some directions than along others; whitening shrinks those, so that what separates
     classes counts more. Shrinkage keeps directions with tiny variance from being blown up. Fitted
-    after training on the first WHITENING_IMAGES training images (11-12 CPU seconds for 10,000).
+    after training on the unit embeddings of the first WHITENING_IMAGES training images (11-12 CPU
+    seconds for 10,000 in session 11's test-split runs, about 20 in a slower hour).
     On five held-out checkpoints it moved R@1 by +0.0028, P@10 by +0.0016 and mAP@R by -0.0065 on
     average (R@1 fell on one of them; BENCHMARKS.md, session 11)."""
 
@@ -396,14 +392,6 @@ class WithinClassWhitening(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (F.normalize(self.embedder(images), dim=1) - self.mean) @ self.projection
-
-    @classmethod
-    def fit(cls, embedder: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-            shrinkage: float) -> "WithinClassWhitening":
-        """Whiten ``embedder`` (in eval mode) by the spread of its embeddings of these uint8 images."""
-        with torch.inference_mode():
-            embeddings = torch.cat([embedder(normalized(batch.float() / 255)) for batch in images.split(512)])
-        return cls(embedder, *within_class_whitening(F.normalize(embeddings, dim=1), labels, shrinkage))
 
 
 def within_class_whitening(embeddings: torch.Tensor, labels: torch.Tensor,
@@ -418,8 +406,9 @@ def within_class_whitening(embeddings: torch.Tensor, labels: torch.Tensor,
     class_means /= torch.bincount(labels, minlength=len(class_means)).clamp(min=1).unsqueeze(1).double()
     deviations = embeddings - class_means[labels]
     eigenvalues, eigenvectors = torch.linalg.eigh(deviations.T @ deviations / len(embeddings))
+    eigenvalues = eigenvalues.clamp(min=0)  # rounding can leave tiny negative ones
     # the floor keeps a network that embeds every image alike (zero spread) from dividing by zero
-    scales = (eigenvalues.clamp(min=0) + shrinkage * eigenvalues.clamp(min=0).mean()).clamp(min=1e-12).rsqrt()
+    scales = (eigenvalues + shrinkage * eigenvalues.mean()).clamp(min=1e-12).rsqrt()
     projection = eigenvectors * scales @ eigenvectors.T
     return embeddings.mean(0).float(), projection.float()
 
@@ -586,17 +575,23 @@ def train(config: TrainConfig, resume: bool = False) -> TrainingRun:
     cpu_started, wall_started = time.process_time(), time.perf_counter()
     model, dim = exported_model(trainer.model, config)
     if config.whiten:
-        model = WithinClassWhitening.fit(model, images[:WHITENING_IMAGES], labels[:WHITENING_IMAGES],
-                                         config.whitening_shrinkage)
+        embeddings = torch.from_numpy(unit_embeddings(model, dim, images[:WHITENING_IMAGES, 0].numpy()))
+        model = WithinClassWhitening(model, *within_class_whitening(embeddings, labels[:WHITENING_IMAGES],
+                                                                    config.whitening_shrinkage))
     return TrainingRun(config, model, dim, trainer.losses, trainer.step,
                        trainer.cpu_seconds + time.process_time() - cpu_started,
                        trainer.wall_seconds + time.perf_counter() - wall_started)
 
 
-def retrieval_metrics(model: nn.Module, dim: int, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Leave-one-out retrieval metrics on these images, through the same ImageEmbedder path as the service."""
+def unit_embeddings(model: nn.Module, dim: int, images: np.ndarray) -> np.ndarray:
+    """Unit embeddings of uint8 images (N, 28, 28), through the same ImageEmbedder path as the service."""
     embedder = ImageEmbedder(EmbedderSpec("in-memory", dim, PREPROCESSING, lambda: model), forward_batch=256)
-    return evaluate_retrieval(embed_images(embedder, images), labels).metrics
+    return embed_images(embedder, images)
+
+
+def retrieval_metrics(model: nn.Module, dim: int, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Leave-one-out retrieval metrics on these images."""
+    return evaluate_retrieval(unit_embeddings(model, dim, images), labels).metrics
 
 
 def evaluation_set(config: TrainConfig) -> tuple[str, np.ndarray, np.ndarray]:

@@ -232,6 +232,12 @@ def test_embedding_read_out_exports_the_trained_embedding_layer(tiny_run):
         torch.testing.assert_close(model(images), trainer.model.eval()(images))
 
 
+def within_class_deviations(vectors: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each vector minus the mean of its class."""
+    class_means = torch.stack([vectors[labels == label].mean(0) for label in range(int(labels.max()) + 1)])
+    return vectors - class_means[labels]
+
+
 def test_whitening_makes_the_within_class_covariance_the_identity_and_lets_retrieval_see_the_class_gap():
     # Two classes 1 apart along the first axis, spread 0.1 there and 1 along ten other axes.
     generator = torch.Generator().manual_seed(0)
@@ -240,7 +246,7 @@ def test_whitening_makes_the_within_class_covariance_the_identity_and_lets_retri
                             torch.randn(400, 10, generator=generator)], dim=1)
     mean, projection = within_class_whitening(embeddings, labels, shrinkage=0.0)
     whitened = (embeddings - mean) @ projection
-    deviations = whitened - torch.stack([whitened[labels == label].mean(0) for label in (0, 1)])[labels]
+    deviations = within_class_deviations(whitened, labels)
     torch.testing.assert_close(deviations.T @ deviations / len(whitened), torch.eye(11), atol=1e-4, rtol=0)
     # Cosine retrieval: centred only, the ten wide axes decide the neighbours; whitened, the class gap does.
     centred, fair = (evaluate_retrieval(F.normalize(vectors, dim=1).numpy(), labels.numpy()).metrics["recall@1"]
@@ -252,10 +258,10 @@ def test_whitening_shrinkage_leaves_the_small_directions_less_stretched():
     generator = torch.Generator().manual_seed(1)
     labels = torch.arange(300) % 3
     embeddings = torch.randn(300, 4, generator=generator) * torch.tensor([1.0, 0.5, 0.1, 0.01])
+    deviations = within_class_deviations(embeddings, labels)
+    eigenvalues = torch.linalg.eigvalsh(deviations.double().T @ deviations.double() / len(embeddings))
     for shrinkage in (0.5, 2.0):
-        mean, projection = within_class_whitening(embeddings, labels, shrinkage)
-        deviations = embeddings - torch.stack([embeddings[labels == label].mean(0) for label in range(3)])[labels]
-        eigenvalues = torch.linalg.eigvalsh(deviations.double().T @ deviations.double() / len(embeddings))
+        _, projection = within_class_whitening(embeddings, labels, shrinkage)
         whitened = (deviations @ projection).double()
         expected = eigenvalues / (eigenvalues + shrinkage * eigenvalues.mean())
         torch.testing.assert_close(torch.linalg.eigvalsh(whitened.T @ whitened / len(whitened)), expected,
