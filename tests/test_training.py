@@ -11,15 +11,17 @@ from models import fashion_mnist
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
 from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FlipAveraged, GeneralizedMeanPool,
-                          ShopperPhotoAugment, TrainConfig, Trainer, WithinClassWhitening, evaluation_set, export,
+                          LossRankedSampler, ShopperPhotoAugment, TrainConfig, Trainer, WithinClassWhitening, evaluation_set, export,
                           exported_model, split_training_data, train, within_class_whitening)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """40 steps of a narrow network on 512 training images: about a second of CPU."""
+    """40 steps of a narrow network on 512 training images: about a second of CPU. Batches are drawn
+    uniformly, so that their loss follows the loss on all the images (loss-ranked batches are harder)."""
     out = tmp_path_factory.mktemp("artifacts") / "tiny.pt"
-    config = TrainConfig(out=out, steps=40, batch_size=64, widths=(4, 8, 8, 8), dim=16, train_limit=512)
+    config = TrainConfig(out=out, steps=40, batch_size=64, widths=(4, 8, 8, 8), dim=16, train_limit=512,
+                         selection_pressure=1.0)
     return config, train(config)
 
 
@@ -28,6 +30,20 @@ def test_training_on_a_tiny_subset_decreases_the_loss(tiny_run):
     assert run.steps == 40 and len(run.losses) == 40
     first, last = np.mean(run.losses[:5]), np.mean(run.losses[-5:])
     assert last < 0.8 * first, (first, last)
+
+
+def test_batches_favour_images_with_high_losses_and_images_not_yet_drawn():
+    sampler = LossRankedSampler(10, pressure=10.0, generator=torch.Generator().manual_seed(0))
+    sampler.record(torch.arange(5), torch.arange(5.0))  # images 5-9 never drawn; image 4 has the highest loss
+    counts = torch.bincount(torch.cat([sampler.draw(1) for _ in range(20_000)]), minlength=10)
+    assert counts[5:].min() > counts[4] > counts[3] > counts[2] > counts[1] > counts[0], counts
+    assert 6 < counts.max() / counts[0] < 10.5, counts  # top rank against bottom: 10 ** 0.9 = 7.9
+
+    uniform = LossRankedSampler(10, pressure=1.0, generator=torch.Generator().manual_seed(0))
+    uniform.record(torch.arange(10), torch.arange(10.0))
+    counts = torch.bincount(torch.cat([uniform.draw(1) for _ in range(20_000)]), minlength=10)
+    assert counts.max() / counts.min() < 1.2, counts
+    assert sorted(uniform.draw(10).tolist()) == list(range(10))  # a batch never repeats an image
 
 
 def test_cosine_head_scores_cosines_with_a_margin_on_the_true_class_only_while_training():
