@@ -12,7 +12,8 @@ from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
 from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FlipAveraged, GeneralizedMeanPool,
                           LossRankedSampler, ShopperPhotoAugment, TrainConfig, Trainer, WithinClassWhitening, evaluation_set, export,
-                          exported_model, split_training_data, train, within_class_whitening)
+                          exported_model, patch_whitening_filters, split_training_data, train,
+                          within_class_whitening)
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +85,47 @@ def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch)
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 
 
-def test_a_checkpoint_from_before_gem_pooling_resumes_average_pooled(tmp_path):
+def test_a_checkpoint_from_before_gem_pooling_and_the_whitened_stem_resumes_as_it_was_trained(tmp_path):
     config = TrainConfig(out=tmp_path / "old.pt", steps=2, batch_size=32, widths=(4, 4, 4, 4), dim=8, train_limit=256,
-                         pooling="average")
+                         pooling="average", whitened_stem=False)
     train(config)
     state = torch.load(config.checkpoint, weights_only=False)
-    del state["config"]["pooling"]  # as checkpoints written before the setting existed
+    del state["config"]["pooling"], state["config"]["whitened_stem"]  # as checkpoints written before the settings
     torch.save(state, config.checkpoint)
     trainer = Trainer.from_checkpoint(config.checkpoint, train_size=256)
-    assert trainer.config.pooling == "average"
+    assert trainer.config.pooling == "average" and not trainer.config.whitened_stem
+    assert all(parameter.requires_grad for parameter in trainer.model.parameters())
     assert trainer.model.state_dict().keys() == state["model"].keys()
+
+
+def test_patch_whitening_filters_give_uncorrelated_unit_responses_in_opposite_pairs():
+    images = torch.from_numpy(fashion_mnist.load("train")[0][:500]).unsqueeze(1)
+    filters = patch_whitening_filters(images, 16)
+    assert filters.shape == (16, 1, 3, 3)
+    torch.testing.assert_close(filters[8:], -filters[:8])
+    pixels = (images.float() / 255 - PREPROCESSING.mean[0]) / PREPROCESSING.std[0]
+    responses = F.conv2d(pixels.double(), filters[:8].double(), padding=1).transpose(0, 1).reshape(8, -1)
+    second_moments = responses @ responses.T / responses.shape[1]
+    off_diagonal = second_moments - torch.diag(second_moments.diagonal())
+    assert off_diagonal.abs().max() < 1e-6, second_moments
+    # unit variance, short of it by eps / (eigenvalue + eps) on the weakest of the 8 components
+    assert (second_moments.diagonal() > 0.9).all() and (second_moments.diagonal() < 1).all(), second_moments
+    assert patch_whitening_filters(images, 5).shape == (5, 1, 3, 3)
+    with pytest.raises(ValueError, match="at most 18"):
+        patch_whitening_filters(images, 20)
+
+
+def test_whitened_stem_stays_fixed_while_the_layers_above_it_train(tmp_path):
+    config = TrainConfig(out=tmp_path / "stem.pt", steps=3, batch_size=32, widths=(4, 4, 4, 4), dim=8, train_limit=256)
+    assert config.whitened_stem  # the default
+    train(config)
+    trained = torch.load(config.checkpoint, weights_only=False)["model"]
+    images = torch.from_numpy(split_training_data(config)[0][0]).unsqueeze(1)
+    torch.testing.assert_close(trained["features.0.weight"], patch_whitening_filters(images, 4))
+    torch.testing.assert_close(trained["features.1.weight"], torch.ones(4))  # the stem's batch norm: no scale, no shift
+    torch.testing.assert_close(trained["features.1.bias"], torch.zeros(4))
+    untrained = Trainer(config, train_size=256).model.state_dict()  # the same seed: the same initial weights
+    assert not torch.equal(trained["features.3.weight"], untrained["features.3.weight"])  # the first group's conv
 
 
 def test_gem_pooling_spans_average_to_max_pooling():
