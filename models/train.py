@@ -86,6 +86,11 @@ from models.metrics import evaluate_retrieval
 PREPROCESSING = Preprocessing(28, (0.2860,), (0.3530,), grayscale=True)
 
 
+def normalized(pixels: torch.Tensor) -> torch.Tensor:
+    """Grayscale pixels in [0, 1] as the network sees them (PREPROCESSING's mean and std)."""
+    return (pixels - PREPROCESSING.mean[0]) / PREPROCESSING.std[0]
+
+
 def native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX-512 or AMX): bfloat16 autocast halves a training
     step's CPU time there and makes it about ten times longer where oneDNN has to emulate it (AVX2)."""
@@ -206,8 +211,7 @@ def patch_whitening_filters(images: torch.Tensor, count: int) -> torch.Tensor:
     pairs = (count + 1) // 2
     if pairs > 9:
         raise ValueError(f"a whitened stem has at most 18 filters (3x3 patches have 9 components), not {count}")
-    pixels = (images.float() / 255 - PREPROCESSING.mean[0]) / PREPROCESSING.std[0]
-    patches = F.unfold(pixels, 3, padding=1).transpose(1, 2).reshape(-1, 9).double()
+    patches = F.unfold(normalized(images.float() / 255), 3, padding=1).transpose(1, 2).reshape(-1, 9).double()
     eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending
     strongest = eigenvectors[:, -pairs:].T / (eigenvalues[-pairs:, None] + 5e-4).sqrt()
     return torch.cat([strongest, -strongest])[:count].float().view(count, 1, 3, 3)
@@ -322,7 +326,7 @@ class ShopperPhotoAugment:
         pixels = self.backdrop(pixels)
         pixels = self.exposure(pixels)
         pixels = self.blur(pixels)
-        return (pixels.clamp(0, 1) - PREPROCESSING.mean[0]) / PREPROCESSING.std[0]
+        return normalized(pixels.clamp(0, 1))
 
     def reframe(self, pixels: torch.Tensor) -> torch.Tensor:
         """Random resized crop or zoom-out with padding, aspect change, shift and mirroring."""
