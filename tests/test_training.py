@@ -10,8 +10,8 @@ from torch.nn import functional as F
 from models import fashion_mnist
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
-from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FlipAveraged, GeneralizedMeanPool,
-                          LossRankedSampler, ShopperPhotoAugment, TrainConfig, Trainer, WithinClassWhitening, evaluation_set, export,
+from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FilterMuon, FlipAveraged, GeneralizedMeanPool,
+                          LossRankedSampler, orthogonalized, ShopperPhotoAugment, TrainConfig, Trainer, WithinClassWhitening, evaluation_set, export,
                           exported_model, patch_whitening_filters, split_training_data, train,
                           within_class_whitening)
 
@@ -85,15 +85,18 @@ def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch)
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 
 
-def test_a_checkpoint_from_before_gem_pooling_and_the_whitened_stem_resumes_as_it_was_trained(tmp_path):
+def test_a_checkpoint_from_before_gem_pooling_the_whitened_stem_and_muon_resumes_as_it_was_trained(tmp_path):
     config = TrainConfig(out=tmp_path / "old.pt", steps=2, batch_size=32, widths=(4, 4, 4, 4), dim=8, train_limit=256,
-                         pooling="average", whitened_stem=False)
+                         pooling="average", whitened_stem=False, muon=False)
     train(config)
     state = torch.load(config.checkpoint, weights_only=False)
-    del state["config"]["pooling"], state["config"]["whitened_stem"]  # as checkpoints written before the settings
+    del state["config"]["pooling"], state["config"]["whitened_stem"], state["config"]["muon"]  # as written before them
+    state["optimizer"] = state.pop("optimizers")[0]
     torch.save(state, config.checkpoint)
     trainer = Trainer.from_checkpoint(config.checkpoint, train_size=256)
-    assert trainer.config.pooling == "average" and not trainer.config.whitened_stem
+    assert trainer.config.pooling == "average" and not trainer.config.whitened_stem and not trainer.config.muon
+    assert [type(optimizer) for optimizer in trainer.optimizers] == [torch.optim.AdamW]
+    assert trainer.optimizers[0].state_dict()["state"].keys() == state["optimizer"]["state"].keys()
     assert all(parameter.requires_grad for parameter in trainer.model.parameters())
     assert trainer.model.state_dict().keys() == state["model"].keys()
 
@@ -126,6 +129,30 @@ def test_whitened_stem_stays_fixed_while_the_layers_above_it_train(tmp_path):
     torch.testing.assert_close(trained["features.1.bias"], torch.zeros(4))
     untrained = Trainer(config, train_size=256).model.state_dict()  # the same seed: the same initial weights
     assert not torch.equal(trained["features.3.weight"], untrained["features.3.weight"])  # the first group's conv
+
+
+def test_orthogonalized_keeps_the_singular_vectors_and_evens_out_the_singular_values():
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(8, 72), (72, 8), (16, 16)]:
+        left, _ = torch.linalg.qr(torch.randn(shape[0], min(shape), generator=generator))
+        right, _ = torch.linalg.qr(torch.randn(shape[1], min(shape), generator=generator))
+        singular_values = torch.logspace(-1, 1, min(shape))  # a condition number of 100
+        result = orthogonalized(left * singular_values @ right.T)
+        in_the_same_bases = left.T @ result @ right
+        off_diagonal = in_the_same_bases - torch.diag(in_the_same_bases.diagonal())
+        assert off_diagonal.abs().max() < 1e-4, off_diagonal
+        assert (in_the_same_bases.diagonal() > 0.65).all() and (in_the_same_bases.diagonal() < 1.25).all(), in_the_same_bases
+
+
+def test_filter_muon_moves_every_direction_of_a_filter_bank_alike_at_adamw_scale():
+    filters = torch.nn.Parameter(torch.zeros(8, 4, 3, 3))
+    filters.grad = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    filters.grad[:, 0] *= 100  # one input channel dominates the gradient
+    FilterMuon([filters], lr=0.01, weight_decay=0.0).step()
+    singular_values = torch.linalg.svdvals(-filters.detach().flatten(1))
+    expected = 0.2 * 0.01 * 36 ** 0.5  # AdamW-matched: an RMS of about 0.2 x lr per weight
+    assert (singular_values > 0.6 * expected).all() and (singular_values < 1.3 * expected).all(), singular_values
+    assert 0.1 * 0.01 < filters.detach().pow(2).mean().sqrt() < 0.3 * 0.01
 
 
 def test_gem_pooling_spans_average_to_max_pooling():
