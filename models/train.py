@@ -625,7 +625,8 @@ class Trainer:
 
     def state(self) -> dict:
         return {"config": asdict(self.config), "model": self.model.state_dict(), "head": self.head.state_dict(),
-                "proxy_anchor": self.proxy_anchor.state_dict(), "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
+                "proxy_anchor": self.proxy_anchor.state_dict(),
+                "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
                 "generator": self.generator.get_state(), "latest_losses": self.sampler.latest_losses,
                 "step": self.step, "cpu_seconds": self.cpu_seconds, "wall_seconds": self.wall_seconds,
                 "losses": self.losses}
@@ -650,7 +651,8 @@ class Trainer:
         trainer.model.load_state_dict(state["model"])
         trainer.head.load_state_dict(state["head"])
         trainer.proxy_anchor.load_state_dict(state["proxy_anchor"])
-        for optimizer, saved in zip(trainer.optimizers, state["optimizers"] if "optimizers" in state else [state["optimizer"]]):
+        saved_states = state["optimizers"] if "optimizers" in state else [state["optimizer"]]
+        for optimizer, saved in zip(trainer.optimizers, saved_states):
             optimizer.load_state_dict(saved)
         trainer.generator.set_state(state["generator"])
         trainer.sampler.latest_losses = state.get("latest_losses", trainer.sampler.latest_losses)

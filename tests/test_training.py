@@ -10,10 +10,10 @@ from torch.nn import functional as F
 from models import fashion_mnist
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
-from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FilterMuon, FlipAveraged, GeneralizedMeanPool,
-                          LossRankedSampler, orthogonalized, ShopperPhotoAugment, TrainConfig, Trainer, WithinClassWhitening, evaluation_set, export,
-                          exported_model, patch_whitening_filters, split_training_data, train,
-                          within_class_whitening)
+from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FilterMuon, FlipAveraged,
+                          GeneralizedMeanPool, LossRankedSampler, ShopperPhotoAugment, TrainConfig, Trainer,
+                          WithinClassWhitening, evaluation_set, export, exported_model, orthogonalized,
+                          patch_whitening_filters, split_training_data, train, within_class_whitening)
 
 
 @pytest.fixture(scope="module")
