@@ -762,7 +762,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     parser.add_argument("--pooling", choices=sorted(POOLINGS), default=defaults.pooling,
                         help="global pooling of the last conv group: gem (learned power) or average")
     parser.add_argument("--dim", type=int, default=defaults.dim, help="embedding dimension")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help="AdamW's peak learning rate (with --muon, for all but the conv filters)")
     parser.add_argument("--muon", action=argparse.BooleanOptionalAction, default=defaults.muon,
                         help="train the conv filters with Muon (orthogonalized momentum) and the rest with AdamW")
     parser.add_argument("--filter-learning-rate", type=float, default=defaults.filter_learning_rate,
