@@ -10,10 +10,11 @@ from torch.nn import functional as F
 from models import fashion_mnist
 from models.embedders import artifact_spec, load_embedder
 from models.metrics import evaluate_retrieval, knn_predict, nearest_neighbours
-from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, FilterMuon, FlipAveraged,
+from models.train import (AUGMENTATIONS, PREPROCESSING, CosineClassifier, EmbeddingCNN, FilterMuon, FlipAveraged,
                           GeneralizedMeanPool, LossRankedSampler, ShopperPhotoAugment, TrainConfig, Trainer,
-                          WithinClassWhitening, evaluation_set, export, exported_model, orthogonalized,
-                          patch_whitening_filters, split_training_data, train, within_class_whitening)
+                          WithinClassWhitening, evaluation_set, export, exported_model, normalized, orthogonalized,
+                          patch_whitening_filters, recalibrate_batch_norm, split_training_data, train,
+                          within_class_whitening)
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +86,18 @@ def test_resuming_an_interrupted_run_gives_the_same_model(tmp_path, monkeypatch)
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 
 
-def test_a_checkpoint_from_before_gem_pooling_the_whitened_stem_and_muon_resumes_as_it_was_trained(tmp_path):
+def test_a_checkpoint_from_before_gem_pooling_the_whitened_stem_muon_and_recalibration_resumes_as_trained(tmp_path):
     config = TrainConfig(out=tmp_path / "old.pt", steps=2, batch_size=32, widths=(4, 4, 4, 4), dim=8, train_limit=256,
-                         pooling="average", whitened_stem=False, muon=False)
+                         pooling="average", whitened_stem=False, muon=False, recalibrate_batch_norm=False)
     train(config)
     state = torch.load(config.checkpoint, weights_only=False)
-    del state["config"]["pooling"], state["config"]["whitened_stem"], state["config"]["muon"]  # as written before them
+    for added_since in ("pooling", "whitened_stem", "muon", "recalibrate_batch_norm"):
+        del state["config"][added_since]
     state["optimizer"] = state.pop("optimizers")[0]
     torch.save(state, config.checkpoint)
     trainer = Trainer.from_checkpoint(config.checkpoint, train_size=256)
     assert trainer.config.pooling == "average" and not trainer.config.whitened_stem and not trainer.config.muon
+    assert not trainer.config.recalibrate_batch_norm
     assert [type(optimizer) for optimizer in trainer.optimizers] == [torch.optim.AdamW]
     assert trainer.optimizers[0].state_dict()["state"].keys() == state["optimizer"]["state"].keys()
     assert all(parameter.requires_grad for parameter in trainer.model.parameters())
@@ -129,6 +132,23 @@ def test_whitened_stem_stays_fixed_while_the_layers_above_it_train(tmp_path):
     torch.testing.assert_close(trained["features.1.bias"], torch.zeros(4))
     untrained = Trainer(config, train_size=256).model.state_dict()  # the same seed: the same initial weights
     assert not torch.equal(trained["features.3.weight"], untrained["features.3.weight"])  # the first group's conv
+
+
+def test_recalibrated_batch_norm_holds_the_statistics_of_the_given_images_not_of_the_last_batches():
+    images, labels = fashion_mnist.load("train")
+    images = torch.from_numpy(images[:1000].copy()).unsqueeze(1)
+    model = EmbeddingCNN((4, 8, 8, 8), dim=8, pooling="gem").to(memory_format=torch.channels_last).train()
+    with torch.no_grad():
+        model(normalized(images[torch.from_numpy(labels[:1000] == 1)].float() / 255))  # a batch of trousers only
+    recalibrate_batch_norm(model, images)
+    assert not model.training
+    stem_norm = model.features[1]
+    with torch.no_grad():
+        stem_responses = model.features[0](normalized(images.float() / 255)).transpose(0, 1).reshape(4, -1)
+    # four equal batches of 250: their average is the mean over all 1,000 images
+    torch.testing.assert_close(stem_norm.running_mean, stem_responses.mean(1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(stem_norm.running_var, stem_responses.var(1), atol=1e-3, rtol=1e-2)
+    assert stem_norm.momentum == 0.1  # training would go on as before
 
 
 def test_orthogonalized_keeps_the_singular_vectors_and_evens_out_the_singular_values():
