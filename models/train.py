@@ -476,16 +476,9 @@ def recalibrate_batch_norm(model: EmbeddingCNN, images: torch.Tensor, batch_size
     rose by 0.0012 on average over six checkpoints (-0.0013 to +0.0028; P@10 +0.0003), and on the test
     split by 0.0017 over the eight models of sessions 15-16 (-0.0012 to +0.0043; P@10 +0.0005;
     BENCHMARKS.md, session 17)."""
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # None: a cumulative average over the batches below
-    model.train()
-    for start in range(0, len(images), batch_size):
-        model(normalized(images[start:start + batch_size].float() / 255).contiguous(memory_format=torch.channels_last))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
+    batches = (normalized(images[start:start + batch_size].float() / 255).contiguous(memory_format=torch.channels_last)
+               for start in range(0, len(images), batch_size))
+    torch.optim.swa_utils.update_bn(batches, model)  # a cumulative average over the batches, momenta restored after
     model.eval()
 
 # The exported read-out of a trained EmbeddingCNN: "embedding" (the default) is the layer the losses
