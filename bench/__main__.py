@@ -1,17 +1,18 @@
-"""``python -m bench embedding|store|memory|pipeline|recommender|all [--full] [--profile]``: one command per benchmark.
+"""``python -m bench embedding|store|memory|pipeline|idle|recommender|all [--full] [--profile]``: one command per benchmark.
 
 Quick defaults take a couple of minutes each; ``--full`` runs the big sizes and longer
 rounds (100k catalog items, 10k users). Output is Markdown, ready for BENCHMARKS.md.
 """
 import argparse
 
-from bench import embedding, memory, pipeline, recommender_eval, vector_store
+from bench import embedding, idle, memory, pipeline, recommender_eval, vector_store
 
 BENCHMARKS = {
     "embedding": lambda args: embedding.run(args.full, args.profile),
     "store": lambda args: vector_store.run(args.full),
     "memory": lambda args: memory.run(args.full),
     "pipeline": lambda args: pipeline.run(args.full, args.profile),
+    "idle": lambda args: idle.run(args.full),
     # Simulated sessions: seed 0 quick, seeds 0-4 with --full (what BENCHMARKS.md reports).
     "recommender": lambda args: recommender_eval.main(["--seeds", "0", "1", "2", "3", "4"] if args.full else []),
 }

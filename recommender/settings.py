@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     kafka_max_poll_records: int = Field(500, ge=1, description="Most events one fetch hands to the agents; "
                                         "more than it works off within Faust's poll interval (1,000 s) and the "
                                         "worker leaves its group")
+    kafka_idle_fetch_pause_ms: int = Field(50, ge=0, description="Pause before fetching again after the broker "
+                                           "answered a fetch empty at once (the local broker does; Kafka waits "
+                                           "for records), so an idle worker does not spin a core; 0 = off")
     max_message_bytes: int = Field(8_000_000, description="Larger events go to the dead-letter topic unread")
 
     data_dir: Path = Field(Path("var"), description="Local working files (Faust's per-app folder)")

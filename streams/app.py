@@ -3,9 +3,11 @@ import faust
 
 from recommender.settings import get_settings
 from streams import faust_fixes, topics  # noqa: F401 (faust_fixes patches faust on import)
+from streams.idle_fetch import pause_idle_fetches
 from streams.logs import worker_logging_config
 
 settings = get_settings()
+pause_idle_fetches(settings.kafka_idle_fetch_pause_ms / 1000)
 (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
 
 
