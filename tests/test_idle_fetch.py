@@ -4,9 +4,11 @@ that arrive during a pause are still all delivered."""
 import asyncio
 import os
 import time
+from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.fetcher import Fetcher
 
 from infra.local_stack import isolated_settings
 from streams import idle_fetch, topics
@@ -19,7 +21,7 @@ PAUSE_S = 0.1
 QUIET = TopicSpec("idle.quiet", "a topic nobody writes to at first", "id")
 
 
-async def fetches_while_idle_then_records(settings, records_after_idle: int) -> tuple[int, int]:
+async def fetches_while_idle_then_records(settings, fetch_count: Counter, records_after_idle: int) -> tuple[int, int]:
     """Fetch requests an assigned consumer sends while the topic stays empty for IDLE_S, and
     how many of the records then produced it receives."""
     consumer = AIOKafkaConsumer(topic_name(QUIET, settings), bootstrap_servers=bootstrap_servers(settings),
@@ -29,11 +31,11 @@ async def fetches_while_idle_then_records(settings, records_after_idle: int) -> 
     try:
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)
-        fetches_before = idle_fetch.fetch_requests
+        fetches_before = fetch_count["fetches"]
         idle_until = time.monotonic() + IDLE_S
         while time.monotonic() < idle_until:
             assert not await consumer.getmany(timeout_ms=100)
-        fetches = idle_fetch.fetch_requests - fetches_before
+        fetches = fetch_count["fetches"] - fetches_before
         await asyncio.to_thread(produce, settings, QUIET, [(str(i), {"id": i}) for i in range(records_after_idle)])
         received: list = []
         deadline = time.monotonic() + 30
@@ -45,31 +47,29 @@ async def fetches_while_idle_then_records(settings, records_after_idle: int) -> 
 
 
 @pytest.fixture
-def counted_fetches(monkeypatch):
-    """Count the fetch requests aiokafka sends, paused or not; restore aiokafka's fetch after."""
-    monkeypatch.setattr(idle_fetch, "fetch_requests", 0, raising=False)
-    fetch = idle_fetch._fetch_from_node
+def fetch_count(monkeypatch) -> Counter:
+    """Counts the fetch requests aiokafka sends, paused or not; the fetch in use before comes back after."""
+    count, fetch = Counter(), idle_fetch._fetch_from_node
 
     async def counted(*args):
-        idle_fetch.fetch_requests += 1
+        count["fetches"] += 1
         return await fetch(*args)
 
+    monkeypatch.setattr(Fetcher, "_proc_fetch_request", Fetcher._proc_fetch_request)  # noted for the undo
     monkeypatch.setattr(idle_fetch, "_fetch_from_node", counted)
-    yield
-    monkeypatch.undo()
-    idle_fetch.pause_idle_fetches(0)
+    return count
 
 
-def test_an_idle_consumer_fetches_about_once_per_pause_and_still_gets_every_record(broker_url, counted_fetches):
+def test_an_idle_consumer_fetches_about_once_per_pause_and_still_gets_every_record(broker_url, fetch_count):
     paused_run, spinning_run = isolated_settings(broker_url), isolated_settings(broker_url)
     for settings in (paused_run, spinning_run):
         topics.create_topics(settings, (QUIET,))
     idle_fetch.pause_idle_fetches(PAUSE_S)
-    paused, received = asyncio.run(fetches_while_idle_then_records(paused_run, records_after_idle=20))
+    paused, received = asyncio.run(fetches_while_idle_then_records(paused_run, fetch_count, records_after_idle=20))
     assert 0 < paused <= IDLE_S / PAUSE_S + 2  # one broker: at most one fetch in flight
     assert received == 20
     if os.environ.get("VR_TEST_BROKER") != "testcontainers":  # Apache Kafka holds empty fetches itself
         idle_fetch.pause_idle_fetches(0)
-        spinning, received = asyncio.run(fetches_while_idle_then_records(spinning_run, records_after_idle=20))
+        spinning, received = asyncio.run(fetches_while_idle_then_records(spinning_run, fetch_count, records_after_idle=20))
         print(f"fetches in {IDLE_S:g} s idle: {paused} with a {PAUSE_S:g} s pause, {spinning} without")  # -rP
         assert spinning > 5 * paused and received == 20
