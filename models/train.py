@@ -113,8 +113,9 @@ def default_widths() -> tuple[int, ...]:
     of a step; in float32 on AVX2 the convolutions take 85 % of it, and halving the second group's
     channels buys 1.6-1.75 times the steps. Side by side (seed 1) that gave held-out R@1 0.9162 against
     0.9148 and P@10 0.9150 against 0.9062 (BENCHMARKS.md, session 10). With AVX-512's bfloat16 (Zen 4)
-    the convolutions still take two thirds of a step and the narrower network would be 1.65 times
-    cheaper, but the wider one, not compared there, met both test-split targets in five of five runs
+    the convolutions still take two thirds of a step and the narrower network is 1.65 times cheaper,
+    but with those 1.6 times the steps it was level to slightly worse on held-out images (R@1 -0.0019
+    and -0.0009, two seeds), and the wider one met both test-split targets in five of five runs there
     (session 21)."""
     return (16, 32, 128, 128) if native_bfloat16() else (16, 32, 64, 128)
 
